@@ -1,0 +1,61 @@
+"""Timing helpers and result tables shared by the benchmarks."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import time
+from typing import Any, Callable
+
+import jax
+
+
+def machine() -> dict[str, Any]:
+    device = jax.devices()[0]
+    return dict(
+        date=datetime.date.today().isoformat(),
+        backend=jax.default_backend(),
+        device=getattr(device, "device_kind", str(device)),
+        cpus=os.cpu_count(),
+        processor=platform.processor() or platform.machine(),
+        jax=jax.__version__,
+    )
+
+
+def time_compiled(fn: Callable, *args, repeats: int = 3) -> tuple[float, float]:
+    """(compile+first-run seconds, best steady-state seconds) of a jitted `fn(*args)`."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    first = time.perf_counter() - start
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - start)
+    return first, best
+
+
+def print_table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3g}"
+        return str(v)
+
+    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print(f"\n{title}")
+    print("| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in cells:
+        print("| " + " | ".join(v.rjust(w) for v, w in zip(row, widths)) + " |")
+
+
+def save_json(path: str | None, name: str, rows: list[dict[str, Any]]) -> None:
+    if not path:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(dict(benchmark=name, machine=machine(), rows=rows), f, indent=2)
+    print(f"wrote {path}")

@@ -1,0 +1,260 @@
+"""envpool backend: Atari (`*-v5`) and DeepMind Control (`*-v1`) stepped inside jit via `env.xla()`.
+
+Facts about envpool 1.2.5 that shape this module (each checked on this machine):
+- Its XLA `recv` races with its worker threads: with more than one thread, steps return
+  garbage env ids and observations, and processes crash or hang at random. With one
+  worker thread per pool it is clean, so `num_threads` is fixed at 1 (the numpy API is
+  not affected, but it cannot run inside jit).
+- It resets one step late (dm_env style), which is exactly the contract of `core.py`.
+- DMC actions and observations are float64; the XLA functions are built and traced
+  inside a local `jax.enable_x64` scope and converted to float32 at the boundary, so the
+  rest of the program keeps x64 off.
+- The env's random state lives in C++ and is seeded once by `seed`: the key given to
+  `reset` is ignored, and the env state cannot be vmapped or checkpointed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from jax.experimental import io_callback
+
+from ezv.envs.core import Box, Discrete, EnvSpec, TimeStep, VecEnv, first_timestep
+
+ATARI_FAMILY = "envpool.atari"
+DMC_FAMILY = "envpool.mujoco.dmc"
+_THREAD_RACE = (
+    "envpool's XLA interface (1.2.5) corrupts data with more than one worker thread; "
+    "ezv runs each pool with num_threads=1. Use more envs or several runs instead."
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class AtariOptions:
+    """The EZ-V2 Atari protocol (reference section 6); `evaluation=True` switches the
+    protocol-dependent defaults (episodic_life, reward_clip, max_episode_steps) to the
+    evaluation protocol. Any value given explicitly wins."""
+
+    evaluation: bool = False
+    img_size: int = 96
+    gray_scale: bool = False
+    frame_skip: int = 4
+    frame_stack: int = 4
+    noop_max: int = 30
+    repeat_action_probability: float = 0.0
+    full_action_space: bool = False
+    use_fire_reset: bool = False
+    episodic_life: bool | None = None  # train: True, evaluation: False
+    reward_clip: bool | None = None  # train: True, evaluation: False
+    max_episode_steps: int | None = None  # agent steps; train: 3000, evaluation: 27000
+    num_threads: int = 1
+
+    def resolved(self) -> "AtariOptions":
+        ev = self.evaluation
+        return dataclasses.replace(
+            self,
+            episodic_life=(not ev) if self.episodic_life is None else self.episodic_life,
+            reward_clip=(not ev) if self.reward_clip is None else self.reward_clip,
+            max_episode_steps=(27000 if ev else 3000) if self.max_episode_steps is None else self.max_episode_steps,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DMCOptions:
+    """action_repeat: simulator control steps per agent step; max_episode_steps in agent
+    steps (None: dm_control's 1000 control steps / action_repeat)."""
+
+    evaluation: bool = False
+    action_repeat: int = 2
+    max_episode_steps: int | None = None
+    num_threads: int = 1
+
+
+def _registry():
+    from envpool.registration import registry
+
+    return registry
+
+
+def known_ids(family: str) -> list[str]:
+    return sorted(k for k, v in _registry().specs.items() if v[0] == family)
+
+
+@struct.dataclass
+class EnvpoolState:
+    handle: jax.Array  # envpool's XLA handle; the env itself lives in C++
+    running_return: jax.Array  # [N] float32 score of the game in progress (raw rewards, all lives)
+    needs_reset: jax.Array  # [N] bool: the previous step ended an episode (envpool resets now)
+    game_over: jax.Array  # [N] bool: ... and that end was a whole game's end
+
+
+def _as_float32(tree: Any) -> Any:
+    return jax.tree.map(lambda x: x.astype(jnp.float32) if x.dtype == jnp.float64 else x, tree)
+
+
+def _make_pool(env_id: str, num_envs: int, seed: int, num_threads: int, **kwargs):
+    import envpool
+
+    if num_threads != 1:
+        raise ValueError(f"option num_threads={num_threads} is not supported: {_THREAD_RACE}")
+    return envpool.make(
+        env_id,
+        env_type="gymnasium",
+        num_envs=num_envs,
+        batch_size=num_envs,
+        num_threads=1,
+        seed=int(seed),
+        **kwargs,
+    )
+
+
+def _vec_env(
+    spec: EnvSpec, pool, num_envs: int, process_obs, action_dtype, is_atari: bool
+) -> VecEnv:
+    # Built under x64 so that float64 specs (DMC) keep their dtype in the FFI signature.
+    with jax.enable_x64(True):
+        handle0, recv, _send, xla_step = pool.xla()
+    handle0 = jnp.asarray(handle0)
+    n = num_envs
+
+    def unpack(raw) -> tuple:
+        obs, reward, terminated, truncated, info = _as_float32(raw)
+        # In sync mode envpool returns envs in id order; check it cheaply in tests, not here.
+        reward = reward.astype(jnp.float32)
+        if is_atari:
+            score = info["reward"].astype(jnp.float32)  # raw, unclipped
+            game_over = info["terminated"].astype(bool) | truncated
+        else:
+            score = reward
+            game_over = terminated | truncated
+        return process_obs(obs), reward, terminated, truncated, score, game_over, info["elapsed_step"]
+
+    def async_reset(handle):
+        pool.async_reset()
+        return handle
+
+    def reset(key: jax.Array) -> tuple[EnvpoolState, TimeStep]:
+        del key  # envpool's randomness is seeded once, in C++, by `seed`
+        # The callback returns the handle so that recv is ordered after the reset request.
+        handle = io_callback(
+            async_reset, jax.ShapeDtypeStruct(handle0.shape, handle0.dtype), handle0, ordered=True
+        )
+        with jax.enable_x64(True):
+            handle, raw = recv(handle)
+            obs = unpack(raw)[0]
+        false = jnp.zeros((n,), bool)
+        state = EnvpoolState(
+            handle=handle,
+            running_return=jnp.zeros((n,), jnp.float32),
+            needs_reset=false,
+            game_over=false,
+        )
+        return state, first_timestep(obs)
+
+    def step(state: EnvpoolState, action: jax.Array) -> tuple[EnvpoolState, TimeStep]:
+        with jax.enable_x64(True):
+            handle, raw = xla_step(state.handle, action.astype(action_dtype))
+            obs, reward, terminated, truncated, score, game_over, elapsed = unpack(raw)
+        resetting = state.needs_reset
+        reward = jnp.where(resetting, 0.0, reward)
+        terminated = terminated & ~resetting
+        truncated = truncated & ~resetting
+        game_over = game_over & ~resetting
+        new_game = resetting & state.game_over
+        running = jnp.where(new_game, 0.0, state.running_return) + jnp.where(resetting, 0.0, score)
+        ended = terminated | truncated
+        timestep = TimeStep(
+            obs=obs,
+            reward=reward,
+            terminated=terminated,
+            truncated=truncated,
+            first=resetting,
+            episode_done=game_over,
+            episode_return=jnp.where(game_over, running, 0.0),
+            episode_length=jnp.where(game_over, elapsed.astype(jnp.int32), 0),
+        )
+        new_state = EnvpoolState(handle=handle, running_return=running, needs_reset=ended, game_over=game_over)
+        return new_state, timestep
+
+    return VecEnv(spec=spec, num_envs=n, reset=reset, step=step, pure=False)
+
+
+def make_atari(env_id: str, num_envs: int, seed: int, options: AtariOptions) -> VecEnv:
+    o = options.resolved()
+    if o.frame_stack < 1 or o.frame_skip < 1:
+        raise ValueError("options frame_stack and frame_skip must be >= 1.")
+    pool = _make_pool(
+        env_id,
+        num_envs,
+        seed,
+        o.num_threads,
+        img_height=o.img_size,
+        img_width=o.img_size,
+        gray_scale=o.gray_scale,
+        stack_num=1,  # the agent stacks; the replay stores each frame once
+        frame_skip=o.frame_skip,
+        noop_max=o.noop_max,
+        repeat_action_probability=o.repeat_action_probability,
+        full_action_space=o.full_action_space,
+        use_fire_reset=o.use_fire_reset,
+        episodic_life=o.episodic_life,
+        reward_clip=o.reward_clip,
+        max_episode_steps=o.max_episode_steps,
+    )
+    channels = 1 if o.gray_scale else 3
+    spec = EnvSpec(
+        env_id=env_id,
+        backend="envpool",
+        domain="atari",
+        obs_shape=(o.img_size, o.img_size, channels),
+        obs_dtype=np.dtype(np.uint8),
+        action_space=Discrete(int(pool.action_space.n)),
+        max_episode_steps=int(o.max_episode_steps),
+        frame_stack=o.frame_stack,
+        options=dataclasses.asdict(o),
+    )
+
+    def process_obs(obs):  # [N, C, H, W] -> [N, H, W, C]
+        return jnp.transpose(obs, (0, 2, 3, 1))
+
+    return _vec_env(spec, pool, num_envs, process_obs, jnp.int32, is_atari=True)
+
+
+def make_dmc(env_id: str, num_envs: int, seed: int, options: DMCOptions) -> VecEnv:
+    if options.action_repeat < 1:
+        raise ValueError(f"option action_repeat must be >= 1, got {options.action_repeat}.")
+    max_steps = options.max_episode_steps or 1000 // options.action_repeat
+    pool = _make_pool(
+        env_id,
+        num_envs,
+        seed,
+        options.num_threads,
+        frame_skip=options.action_repeat,
+        max_episode_steps=max_steps,  # envpool counts agent steps
+    )
+    # Observation dict -> one float32 vector, keys in sorted order, each entry flattened.
+    obs_space = pool.observation_space
+    keys = sorted(obs_space.spaces.keys())
+    sizes = [int(np.prod(obs_space[k].shape)) for k in keys]
+    act = pool.action_space
+    dim = int(np.prod(act.shape))
+    spec = EnvSpec(
+        env_id=env_id,
+        backend="envpool",
+        domain="dmc",
+        obs_shape=(sum(sizes),),
+        obs_dtype=np.dtype(np.float32),
+        action_space=Box(dim, tuple(map(float, act.low.reshape(-1))), tuple(map(float, act.high.reshape(-1)))),
+        max_episode_steps=int(max_steps),
+        options={**dataclasses.asdict(options), "obs_keys": keys},
+    )
+
+    def process_obs(obs):
+        return jnp.concatenate([obs[k].reshape(obs[k].shape[0], -1) for k in keys], axis=-1)
+
+    return _vec_env(spec, pool, num_envs, process_obs, jnp.float64, is_atari=False)
