@@ -10,6 +10,8 @@ import sys
 
 SUBCOMMANDS = {
     "envs": "env steps/s per backend inside a jitted scan",
+    "loop": "full-loop env steps/s, updates/s and a per-stage profile of one preset",
+    "learning": "evaluation return vs env steps and wall-clock over seeds",
 }
 
 

@@ -106,6 +106,16 @@ def backend_of(env_id: str) -> str:
     return route.backend
 
 
+def domain_of(env_id: str) -> str:
+    """The domain (`atari`, `dmc`, `classic`, `minatar`, `bsuite`, `misc`, `brax`) without building the env."""
+    backend = backend_of(env_id)
+    if backend == "gymnax":
+        from ezv.envs.gymnax_env import gymnax_domain
+
+        return gymnax_domain(env_id)
+    return {"envpool-atari": "atari", "envpool-dmc": "dmc", "playground": "dmc", "brax": "brax"}[backend]
+
+
 def _unknown_message(env_id: str) -> str:
     ids = known_env_ids()
     by_lower = {i.lower(): i for i in ids}

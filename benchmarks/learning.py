@@ -1,0 +1,64 @@
+"""Learning curves: evaluation return vs env steps and wall-clock, over seeds.
+
+    python -m benchmarks learning --env-id CartPole-v1 --seeds 0 1 2 [--threshold 475] [extra train flags]
+
+Runs `ezv.train` once per seed (sequentially, runs under benchmarks/out/runs/), then prints the
+mean and std of the evaluation return at every evaluation point, the mean wall-clock to reach
+it, and the first env step at which the seed-mean crosses `--threshold`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+from benchmarks.common import print_table, save_json
+from ezv.train import resolve_config, train
+
+
+def read_evals(run_dir: str) -> list[dict]:
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return [r for r in rows if r.get("eval_return_mean") is not None]
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks learning", description=__doc__)
+    parser.add_argument("--env-id", default="CartPole-v1")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--threshold", type=float, default=None)
+    parser.add_argument("--out", default="benchmarks/out/runs")
+    parser.add_argument("--json", default=None)
+    args, extra = parser.parse_known_args(argv)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    curves = []
+    for seed in args.seeds:
+        run_dir = os.path.join(args.out, f"{args.env_id.replace('/', '_')}-s{seed}-{stamp}")
+        cfg = resolve_config(["--env-id", args.env_id, "--seed", str(seed), "--run-dir", run_dir, "--quiet", *extra])
+        train(cfg)
+        curves.append(read_evals(run_dir))
+    steps = sorted({r["env_steps"] for c in curves for r in c})
+    rows = []
+    for s in steps:
+        at = [next((r for r in c if r["env_steps"] == s), None) for c in curves]
+        returns = np.array([r["eval_return_mean"] for r in at if r is not None])
+        walls = np.array([r["wall_s"] for r in at if r is not None])
+        rows.append(dict(env_steps=s, eval_return_mean=float(returns.mean()), eval_return_std=float(returns.std()),
+                         seeds=len(returns), wall_s_mean=float(walls.mean()),
+                         per_seed=[round(float(x), 1) for x in returns]))
+    print_table(f"{args.env_id}: evaluation return over seeds {args.seeds}", rows,
+                ["env_steps", "eval_return_mean", "eval_return_std", "seeds", "wall_s_mean", "per_seed"])
+    if args.threshold is not None:
+        hit = next((r for r in rows if r["eval_return_mean"] >= args.threshold), None)
+        print(f"seed-mean eval return >= {args.threshold}: "
+              + (f"at {hit['env_steps']} env steps ({hit['wall_s_mean']:.0f}s)" if hit else "not reached"))
+    save_json(args.json, "learning", rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

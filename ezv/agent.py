@@ -1,0 +1,412 @@
+"""EfficientZero V2 as one compiled program: init, act, learn, the scanned chunk, and evaluation.
+
+    agent = Agent(cfg, env, eval_env)
+    state = agent.init(key)
+    state, metrics = agent.train_chunk(state)    # jit(scan(iteration)), state donated
+    result = agent.evaluate(state.params, state.batch_stats, key)
+
+`iteration(state) -> (state, metrics)` does, on device: act (search with the online network,
+step every env, write one replay row per env), then, once `learning_starts` env steps are
+collected and on the iterations the replay ratio asks for, `updates_per_iteration` learner
+updates, each with a full reanalysis of its sampled windows by the target network.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from ezv import augment, replay as replay_lib, targets as targets_lib
+from ezv.config import Config
+from ezv.envs import Discrete, TimeStep, VecEnv
+from ezv.losses import Targets, Unroll, ez_loss
+from ezv.networks import EZNet
+from ezv.search import ModelFns, SearchOutput, gumbel_search
+
+
+@struct.dataclass
+class TrainState:
+    params: Any
+    batch_stats: Any  # BatchNorm running averages and the observation RunningNorm
+    target_params: Any
+    target_batch_stats: Any
+    opt_state: Any
+    replay: replay_lib.Replay
+    env_state: Any
+    timestep: TimeStep  # the current observation and its episode flags
+    frames: jax.Array  # [E, S, *obs_shape] the last S observations (oldest first)
+    key: jax.Array
+    iteration: jax.Array  # int32, acting steps taken (env steps = iteration * num_envs)
+    updates: jax.Array  # int32, learner updates applied
+
+
+def make_optimizer(cfg: Config) -> optax.GradientTransformation:
+    """Global-norm clip, coupled L2 weight decay, then SGD+momentum or Adam, with the reference's
+    schedule: linear warm-up over `warmup_fraction` of all updates, then x`lr_decay_rate` every
+    `lr_decay_updates` updates (reference §5)."""
+    L = cfg.learner
+    warmup = int(L.warmup_fraction * cfg.total_updates)
+    schedule = optax.join_schedules(
+        [
+            optax.linear_schedule(0.0, L.learning_rate, max(warmup, 1)),
+            optax.exponential_decay(L.learning_rate, L.lr_decay_updates, L.lr_decay_rate, staircase=True),
+        ],
+        [warmup],
+    )
+    if L.optimizer == "sgd":
+        opt = optax.sgd(schedule, momentum=L.momentum)
+    else:
+        opt = optax.adam(schedule)
+    parts = [optax.clip_by_global_norm(L.max_grad_norm)]
+    if L.weight_decay:
+        parts.append(optax.add_decayed_weights(L.weight_decay))
+    return optax.chain(*parts, opt)
+
+
+def _stack_obs(frames: jax.Array, frame_stack: int) -> jax.Array:
+    return replay_lib.stack_frames(frames) if frame_stack > 1 else frames[:, 0]
+
+
+def _push_frame(frames: jax.Array, ts: TimeStep) -> jax.Array:
+    """Append the new observation; a new episode's stack is its first frame repeated."""
+    shifted = jnp.concatenate([frames[:, 1:], ts.obs[:, None]], axis=1)
+    repeated = jnp.broadcast_to(ts.obs[:, None], frames.shape)
+    mask = ts.first.reshape((-1,) + (1,) * (frames.ndim - 1))
+    return jnp.where(mask, repeated, shifted)
+
+
+class Agent:
+    """Static parts of a run (config, networks, env functions) and its pure functions."""
+
+    def __init__(self, cfg: Config, env: VecEnv, eval_env: VecEnv | None = None):
+        if not isinstance(env.spec.action_space, Discrete):
+            raise NotImplementedError(
+                f"{env.spec.env_id} has continuous actions; this version of ezv trains discrete-action envs."
+            )
+        self.cfg = cfg
+        self.env = env
+        self.eval_env = eval_env
+        self.spec = env.spec
+        self.num_envs = env.num_envs
+        self.num_actions = env.spec.action_space.n
+        self.frame_stack = env.spec.frame_stack
+        self.net = EZNet(cfg.network, num_actions=self.num_actions)
+        self.model = ModelFns(self.net, cfg.network, cfg.learner.discount)
+        self.optimizer = make_optimizer(cfg)
+        self.num_simulations = cfg.search.simulations_for(self.num_actions)
+        self.considered = cfg.search.considered_for(self.num_actions)
+        self.rows_per_env = cfg.replay.capacity // self.num_envs
+        self.window = cfg.learner.unroll_steps + cfg.learner.td_steps + 1
+        self.augment = cfg.learner.augment and env.spec.is_image
+        self.train_chunk = jax.jit(self._train_chunk, donate_argnums=0)
+        self.offline_chunk = jax.jit(self._offline_chunk, static_argnums=1, donate_argnums=0)
+        self.evaluate = jax.jit(self._evaluate)
+
+    # --- shapes ---------------------------------------------------------------------------
+
+    @property
+    def stacked_obs_shape(self) -> tuple[int, ...]:
+        shape = self.spec.obs_shape
+        if self.frame_stack == 1:
+            return shape
+        return shape[:-1] + (shape[-1] * self.frame_stack,)
+
+    # --- init -----------------------------------------------------------------------------
+
+    def init(self, key: jax.Array) -> TrainState:
+        net_key, env_key, state_key = jax.random.split(key, 3)
+        obs = jnp.zeros((1,) + self.stacked_obs_shape, self.spec.obs_dtype)
+        variables = self.net.init(net_key, obs, jnp.zeros((1,), jnp.int32))
+        params, batch_stats = variables["params"], variables.get("batch_stats", {})
+        env_state, ts = self.env.reset(env_key)
+        frames = jnp.broadcast_to(ts.obs[:, None], (self.num_envs, self.frame_stack) + ts.obs.shape[1:])
+        state = TrainState(
+            params=params,
+            batch_stats=batch_stats,
+            target_params=params,
+            target_batch_stats=batch_stats,
+            opt_state=self.optimizer.init(params),
+            replay=replay_lib.init(
+                self.rows_per_env, self.num_envs, self.spec.obs_shape, self.spec.obs_dtype
+            ),
+            env_state=env_state,
+            timestep=ts,
+            frames=jnp.asarray(frames),
+            key=state_key,
+            iteration=jnp.int32(0),
+            updates=jnp.int32(0),
+        )
+        # The state is donated to the compiled chunk leaf by leaf, so no two leaves may share a
+        # buffer (the target starts as the online network; env resets reuse zero arrays).
+        return jax.tree.map(jnp.copy, state)
+
+    # --- search ---------------------------------------------------------------------------
+
+    def search(self, variables: Any, key: jax.Array, obs: jax.Array, gumbel_scale: float) -> SearchOutput:
+        return gumbel_search(
+            variables,
+            key,
+            self.model.root(variables, obs),
+            self.model.recurrent_fn,
+            cfg=self.cfg.search,
+            num_simulations=self.num_simulations,
+            max_considered_actions=self.considered,
+            gumbel_scale=gumbel_scale,
+        )
+
+    # --- act ------------------------------------------------------------------------------
+
+    def act(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+        key, search_key = jax.random.split(state.key)
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        obs = _stack_obs(state.frames, self.frame_stack)
+        out = self.search(variables, search_key, obs, self.cfg.search.gumbel_scale)
+        env_state, ts = self.env.step(state.env_state, out.action)
+        prev = state.timestep
+        replay = replay_lib.add(
+            state.replay,
+            state.iteration,
+            obs=prev.obs,
+            action=out.action,
+            reward=ts.reward,
+            first=prev.first,
+            last=prev.last,
+            terminal=prev.terminated,
+        )
+        metrics = {
+            "episode_return_sum": jnp.sum(ts.episode_return),
+            "episode_length_sum": jnp.sum(ts.episode_length).astype(jnp.float32),
+            "episodes": jnp.sum(ts.episode_done).astype(jnp.float32),
+            "search_value": jnp.mean(out.value),
+            "network_value": jnp.mean(out.raw_value),
+        }
+        new_state = state.replace(
+            key=key,
+            env_state=env_state,
+            timestep=ts,
+            frames=_push_frame(state.frames, ts),
+            replay=replay,
+            iteration=state.iteration + 1,
+        )
+        return new_state, metrics
+
+    # --- learn ----------------------------------------------------------------------------
+
+    def sample_batch(self, replay: replay_lib.Replay, key: jax.Array) -> tuple[jax.Array, jax.Array, replay_lib.Window]:
+        """Prioritised start rows, their importance weights and windows of unroll + td + 1 positions."""
+        R, B = self.cfg.replay, self.cfg.learner.batch_size
+        idx, weights = replay_lib.sample(replay, key, B, R.alpha, R.beta, R.min_weight)
+        return idx, weights, replay_lib.gather(replay, idx, self.window, self.frame_stack)
+
+    def reanalyse(self, state: TrainState, w: replay_lib.Window, key: jax.Array) -> tuple[Targets, jax.Array]:
+        """Targets of a batch of windows from the target network (reference §4).
+
+        The target network encodes every window position once: its values give the n-step
+        bootstraps, and one batched search over all B*(K+1) unroll positions gives the policy
+        targets π′ and the search values (SVE). Returns (targets without the projection
+        targets, which the online network computes in the loss; per-sample TD choice [B]).
+        """
+        cfg, L = self.cfg, self.cfg.learner
+        K, n, B, P = L.unroll_steps, L.td_steps, L.batch_size, self.window
+        variables = {"params": state.target_params, "batch_stats": state.target_batch_stats}
+        latents = self.net.apply(variables, w.obs.reshape((B * P,) + w.obs.shape[2:]), method=EZNet.represent)
+        logits, value_logits = self.net.apply(variables, latents, method=EZNet.predict)
+        values = self.model.value_support.decode(value_logits)
+
+        def unroll_positions(x):  # [B*P, ...] -> [B*(K+1), ...]
+            return x.reshape((B, P) + x.shape[1:])[:, : K + 1].reshape((B * (K + 1),) + x.shape[1:])
+
+        root = self.model.root_from_outputs(unroll_positions(latents), unroll_positions(logits), unroll_positions(values))
+        search = gumbel_search(
+            variables,
+            key,
+            root,
+            self.model.recurrent_fn,
+            cfg=cfg.search,
+            num_simulations=self.num_simulations,
+            max_considered_actions=self.considered,
+            gumbel_scale=cfg.search.gumbel_scale,
+        )
+
+        mask = targets_lib.unroll_mask(w, K)
+        terminal = w.terminal[:, : K + 1]
+        td = targets_lib.n_step_returns(w, values.reshape(B, P), K, n, L.discount)
+        if L.value_target == "mixed":
+            use_td = targets_lib.use_td_target(
+                w.step, state.iteration, state.updates, self.num_envs, L.mixed_start_updates, L.mixed_recent_env_steps
+            )
+        else:
+            use_td = jnp.full((B,), L.value_target == "td")
+        tgt = Targets(
+            value=targets_lib.mixed_value_target(use_td, td, search.value.reshape(B, K + 1), terminal),
+            reward=targets_lib.reward_targets(w, K, cfg.network.value_prefix, cfg.network.lstm_horizon),
+            policy=search.policy.reshape(B, K + 1, -1),
+            projection=jnp.zeros(()),
+            mask=mask,
+            policy_mask=mask & ~terminal,
+        )
+        return tgt, use_td
+
+    def gradient_step(
+        self, state: TrainState, w: replay_lib.Window, tgt: Targets, weights: jax.Array, key: jax.Array
+    ) -> tuple[TrainState, dict[str, jax.Array], jax.Array]:
+        """One optimiser step on the EZ-V2 loss. Returns (state, loss metrics, decoded v̂(s_0) [B])."""
+        L, K, B = self.cfg.learner, self.cfg.learner.unroll_steps, self.cfg.learner.batch_size
+        obs0 = w.obs[:, 0]
+        next_obs = w.obs[:, 1 : K + 1]
+        if self.augment:  # input and consistency-target frames are augmented independently
+            k0, k1 = jax.random.split(key)
+            obs0 = augment.augment(k0, obs0)
+            flat = next_obs.reshape((B * K,) + next_obs.shape[2:])
+            next_obs = augment.augment(k1, flat).reshape(next_obs.shape[:2] + flat.shape[1:])
+        actions = w.action[:, :K]
+
+        def loss_fn(params):
+            (policy, value, reward, projection, projection_target), updated = self.net.apply(
+                {"params": params, "batch_stats": state.batch_stats},
+                obs0,
+                actions,
+                next_obs,
+                train=True,
+                method=EZNet.unroll,
+                mutable=["batch_stats"],
+            )
+            out = Unroll(policy_logits=policy, value_logits=value, reward_logits=reward, projection=projection)
+            loss, metrics = ez_loss(
+                out,
+                tgt.replace(projection=projection_target),
+                weights,
+                L,
+                self.model.value_support,
+                self.model.reward_support,
+            )
+            return loss, (metrics, updated["batch_stats"], value[:, 0])
+
+        (_, (metrics, batch_stats, value0_logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        state = state.replace(
+            params=optax.apply_updates(state.params, updates), batch_stats=batch_stats, opt_state=opt_state
+        )
+        metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+        return state, metrics, self.model.value_support.decode(value0_logits)
+
+    def learn(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+        """One learner update: sample, reanalyse with the target network, gradient step, priorities."""
+        cfg = self.cfg
+        key, sample_key, search_key, aug_key = jax.random.split(state.key, 4)
+        idx, weights, w = self.sample_batch(state.replay, sample_key)
+        tgt, use_td = self.reanalyse(state, w, search_key)
+        state, metrics, value0 = self.gradient_step(state, w, tgt, weights, aug_key)
+
+        priorities = jnp.abs(value0 - tgt.value[:, 0]) + cfg.replay.priority_eps
+        n_updates = state.updates + 1
+        refresh = n_updates % cfg.learner.target_update_interval == 0
+        pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(refresh, a, b), new, old)  # noqa: E731
+        metrics = dict(
+            metrics,
+            td_fraction=jnp.mean(use_td.astype(jnp.float32)),
+            target_value=jnp.mean(tgt.value[:, 0]),
+            importance_weight=jnp.mean(weights),
+        )
+        state = state.replace(
+            target_params=pick(state.params, state.target_params),
+            target_batch_stats=pick(state.batch_stats, state.target_batch_stats),
+            replay=replay_lib.update_priorities(state.replay, idx, priorities),
+            key=key,
+            updates=n_updates,
+        )
+        return state, metrics
+
+    def _learn_many(self, state: TrainState, count: int) -> tuple[TrainState, dict[str, jax.Array]]:
+        state, metrics = jax.lax.scan(lambda s, _: self.learn(s), state, None, length=count)
+        return state, jax.tree.map(jnp.mean, metrics)
+
+    # --- the scanned program --------------------------------------------------------------
+
+    def iteration(self, state: TrainState, _: Any = None) -> tuple[TrainState, dict[str, jax.Array]]:
+        state, act_metrics = self.act(state)
+        cfg = self.cfg
+        learning = (state.iteration * self.num_envs >= cfg.learning_starts) & (
+            state.iteration % cfg.learn_every == 0
+        )
+        learn = functools.partial(self._learn_many, count=cfg.updates_per_iteration)
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(learn, state)[1])
+        state, learn_metrics = jax.lax.cond(learning, learn, lambda s: (s, zeros), state)
+        learn_metrics["learning"] = learning.astype(jnp.float32)
+        return state, {**act_metrics, **learn_metrics}
+
+    def _train_chunk(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+        """`iterations_per_chunk` iterations; metrics stacked over iterations."""
+        return jax.lax.scan(self.iteration, state, None, length=self.cfg.iterations_per_chunk)
+
+    def _offline_chunk(self, state: TrainState, count: int) -> tuple[TrainState, dict[str, jax.Array]]:
+        """`count` learner updates without acting (the reference's offline phase after collection)."""
+        return jax.lax.scan(lambda s, _: self.learn(s), state, None, length=count)
+
+    # --- evaluation -----------------------------------------------------------------------
+
+    def _evaluate(self, params: Any, batch_stats: Any, key: jax.Array) -> dict[str, jax.Array]:
+        """One episode per eval env with the deterministic search (no Gumbel noise), the eval
+        env's protocol (Atari: raw rewards, no episodic life, 27k-step cap)."""
+        env = self.eval_env
+        if env is None:
+            raise ValueError("this Agent was built without an evaluation env")
+        n = env.num_envs
+        variables = {"params": params, "batch_stats": batch_stats}
+        env_key, key = jax.random.split(key)
+        env_state, ts = env.reset(env_key)
+        frames = jnp.broadcast_to(ts.obs[:, None], (n, self.frame_stack) + ts.obs.shape[1:])
+        cap = env.spec.max_episode_steps + 2
+
+        def cond(carry):
+            _, _, _, done, _, _, t, _ = carry
+            return (~jnp.all(done)) & (t < cap)
+
+        def body(carry):
+            env_state, ts, frames, done, returns, lengths, t, key = carry
+            key, search_key = jax.random.split(key)
+            out = self.search(variables, search_key, _stack_obs(frames, self.frame_stack), 0.0)
+            env_state, ts = env.step(env_state, out.action)
+            new = ts.episode_done & ~done
+            returns = jnp.where(new, ts.episode_return, returns)
+            lengths = jnp.where(new, ts.episode_length, lengths)
+            return env_state, ts, _push_frame(frames, ts), done | new, returns, lengths, t + 1, key
+
+        init = (
+            env_state,
+            ts,
+            jnp.asarray(frames),
+            jnp.zeros((n,), bool),
+            jnp.zeros((n,), jnp.float32),
+            jnp.zeros((n,), jnp.int32),
+            jnp.int32(0),
+            key,
+        )
+        _, _, _, done, returns, lengths, _, _ = jax.lax.while_loop(cond, body, init)
+        return {"returns": returns, "lengths": lengths, "finished": done}
+
+
+def summarize_chunk(metrics: dict[str, Any]) -> dict[str, float]:
+    """Host-side reduction of one chunk's stacked per-iteration metrics."""
+    import numpy as np
+
+    m = {k: np.asarray(v) for k, v in metrics.items()}
+    episodes = float(m["episodes"].sum())
+    out = {
+        "train_episodes": episodes,
+        "train_return_mean": float(m["episode_return_sum"].sum() / episodes) if episodes else None,
+        "train_length_mean": float(m["episode_length_sum"].sum() / episodes) if episodes else None,
+        "search_value": float(m["search_value"].mean()),
+    }
+    learning = m["learning"] > 0
+    if learning.any():
+        for name in ("loss", "value_loss", "policy_loss", "reward_loss", "consistency_loss", "grad_norm",
+                     "td_fraction", "target_value", "importance_weight"):
+            out[name] = float(m[name][learning].mean())
+    return out
+

@@ -1,0 +1,82 @@
+"""The EZ-V2 loss over an unroll of K steps (reference §5).
+
+L = (1/K) · mean_b w_b [ Σ_{k=0..K} m_k (c_v CE_v + c_π ℓ_π) + Σ_{k=1..K} m_k (c_r CE_r + c_c ℓ_c) ]
+
+with m_k the unroll mask (the policy term also drops terminal states, whose search policy is
+meaningless), w_b the PER importance weight, CE against two-hot supports, ℓ_π the
+cross-entropy against the reanalysed π′, and ℓ_c the negative cosine similarity between
+the predicted projection of the unrolled latent and the stop-gradient projection of the
+encoded true observation (SimSiam).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from ezv.config import LearnerConfig
+from ezv.supports import Support
+
+
+@struct.dataclass
+class Unroll:
+    """Online-network outputs of one learner unroll."""
+
+    policy_logits: jax.Array  # [B, K+1, A]
+    value_logits: jax.Array  # [B, K+1, value_bins]
+    reward_logits: jax.Array  # [B, K, reward_bins]
+    projection: jax.Array  # [B, K, D] predictor(projector(unrolled latent k))
+
+
+@struct.dataclass
+class Targets:
+    value: jax.Array  # [B, K+1]
+    reward: jax.Array  # [B, K]
+    policy: jax.Array  # [B, K+1, A]
+    projection: jax.Array  # [B, K, D] projector(representation(o_k)), gradient stopped
+    mask: jax.Array  # [B, K+1]
+    policy_mask: jax.Array  # [B, K+1]
+
+
+def negative_cosine(a: jax.Array, b: jax.Array) -> jax.Array:
+    a = a / (jnp.linalg.norm(a, axis=-1, keepdims=True) + 1e-8)
+    b = b / (jnp.linalg.norm(b, axis=-1, keepdims=True) + 1e-8)
+    return -jnp.sum(a * b, axis=-1)
+
+
+def policy_cross_entropy(logits: jax.Array, target: jax.Array) -> jax.Array:
+    return -jnp.sum(target * jax.nn.log_softmax(logits, axis=-1), axis=-1)
+
+
+def ez_loss(
+    out: Unroll,
+    tgt: Targets,
+    weights: jax.Array,
+    cfg: LearnerConfig,
+    value_support: Support,
+    reward_support: Support,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """-> (scalar loss, per-term metrics: batch means of each masked term, unweighted by PER)."""
+    mask = tgt.mask.astype(jnp.float32)
+    step_mask = mask[:, 1:]
+    value = value_support.cross_entropy(out.value_logits, tgt.value) * mask
+    policy = policy_cross_entropy(out.policy_logits, jax.lax.stop_gradient(tgt.policy)) * tgt.policy_mask
+    reward = reward_support.cross_entropy(out.reward_logits, tgt.reward) * step_mask
+    consistency = negative_cosine(out.projection, jax.lax.stop_gradient(tgt.projection)) * step_mask
+
+    per_sample = (
+        cfg.value_coef * value.sum(1)
+        + cfg.policy_coef * policy.sum(1)
+        + cfg.reward_coef * reward.sum(1)
+        + cfg.consistency_coef * consistency.sum(1)
+    )
+    loss = jnp.mean(weights * per_sample) / cfg.unroll_steps
+    metrics = {
+        "loss": loss,
+        "value_loss": value.sum(1).mean(),
+        "policy_loss": policy.sum(1).mean(),
+        "reward_loss": reward.sum(1).mean(),
+        "consistency_loss": consistency.sum(1).mean(),
+    }
+    return loss, metrics

@@ -1,0 +1,375 @@
+"""EfficientZero V2 networks in flax (reference §2).
+
+`EZNet` bundles representation h(o) -> s, dynamics g(s, a) -> s', the reward head (a value
+prefix LSTM reset every `lstm_horizon` steps, or a per-step reward), prediction
+f(s) -> (policy logits, value logits), and the SimSiam projector/predictor.
+
+Two families, chosen by `NetworkConfig.architecture`:
+- "conv": the Atari network of §2.1 (96x96 stacked frames -> C x 6 x 6 latent).
+- "mlp": the §2.3 blocks for vector observations (pre-LN residual MLP blocks, running
+  observation normalisation), with a discrete or continuous action input.
+
+Normalisation statistics (BatchNorm running averages, the observation RunningNorm) live in
+the `batch_stats` collection and are updated only when `train=True`, as the reference runs
+its models in train mode inside the learner and in eval mode for acting and reanalysis.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ezv.config import NetworkConfig
+
+# PyTorch's BatchNorm momentum 0.1 is flax's 0.9 (weight of the old running average).
+BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
+Conv = functools.partial(nn.Conv, use_bias=False)
+
+
+def scale_gradient(x: jax.Array, scale: float) -> jax.Array:
+    """Identity forward; multiplies the gradient by `scale` (MuZero's 0.5 on unrolled latents)."""
+    return x * scale + jax.lax.stop_gradient(x) * (1.0 - scale)
+
+
+class MLP(nn.Module):
+    """[Dense -> BatchNorm -> act] per hidden layer, then a final Dense (zeroed if `zero_init`)."""
+
+    hidden: Sequence[int]
+    out: int
+    act: Callable = nn.relu
+    zero_init: bool = False
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        for width in self.hidden:
+            x = self.act(BatchNorm(use_running_average=not train)(nn.Dense(width)(x)))
+        init = nn.initializers.zeros if self.zero_init else nn.initializers.lecun_normal()
+        return nn.Dense(self.out, kernel_init=init, bias_init=nn.initializers.zeros)(x)
+
+
+# --- conv family (§2.1) ------------------------------------------------------------------
+
+
+class ResBlock(nn.Module):
+    """Post-activation residual block; a strided/widening block's shortcut is a bare conv3x3."""
+
+    channels: int
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        y = Conv(self.channels, (3, 3), strides=self.stride, padding=1)(x)
+        y = nn.relu(BatchNorm(use_running_average=not train)(y))
+        y = Conv(self.channels, (3, 3), padding=1)(y)
+        y = BatchNorm(use_running_average=not train)(y)
+        if self.stride != 1 or x.shape[-1] != self.channels:
+            x = Conv(self.channels, (3, 3), strides=self.stride, padding=1)(x)
+        return nn.relu(y + x)
+
+
+def _avg_pool(x):
+    # PyTorch AvgPool2d(3, 2, 1) counts the zero padding in the average.
+    return nn.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), count_include_pad=True)
+
+
+class ConvRepresentation(nn.Module):
+    channels: int
+    res_blocks: int
+
+    @nn.compact
+    def __call__(self, obs, train: bool):
+        x = obs.astype(jnp.float32) / 255.0
+        x = Conv(self.channels // 2, (3, 3), strides=2, padding=1)(x)
+        x = nn.relu(BatchNorm(use_running_average=not train)(x))
+        x = ResBlock(self.channels // 2)(x, train)
+        x = ResBlock(self.channels, stride=2)(x, train)
+        x = ResBlock(self.channels)(x, train)
+        x = _avg_pool(x)
+        x = ResBlock(self.channels)(x, train)
+        x = _avg_pool(x)
+        for _ in range(self.res_blocks):
+            x = ResBlock(self.channels)(x, train)
+        return x
+
+
+class ConvDynamics(nn.Module):
+    channels: int
+    res_blocks: int
+    num_actions: int
+
+    @nn.compact
+    def __call__(self, state, action, train: bool):
+        plane = jnp.broadcast_to(
+            (action.astype(jnp.float32) / self.num_actions)[:, None, None, None], state.shape[:-1] + (1,)
+        )
+        a = nn.Conv(16, (1, 1))(plane)
+        a = nn.relu(nn.LayerNorm(reduction_axes=(-3, -2, -1), feature_axes=(-3, -2, -1))(a))
+        x = Conv(self.channels, (3, 3), padding=1)(jnp.concatenate([state, a], axis=-1))
+        x = nn.relu(BatchNorm(use_running_average=not train)(x) + state)
+        for _ in range(self.res_blocks):
+            x = ResBlock(self.channels)(x, train)
+        return x
+
+
+class ConvHeadInput(nn.Module):
+    """conv1x1 -> BN -> ReLU -> flatten, the entry of every conv head."""
+
+    reduced_channels: int
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        x = Conv(self.reduced_channels, (1, 1))(x)
+        x = nn.relu(BatchNorm(use_running_average=not train)(x))
+        return x.reshape(x.shape[0], -1)
+
+
+# --- mlp family (§2.3) -------------------------------------------------------------------
+
+
+class RunningNorm(nn.Module):
+    """Running mean/std observation normalisation, updated from every training batch."""
+
+    initial_count: float = 1e3
+    eps: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        dim = x.shape[-1]
+        mean = self.variable("batch_stats", "mean", jnp.zeros, (dim,), jnp.float32)
+        var = self.variable("batch_stats", "var", jnp.ones, (dim,), jnp.float32)
+        count = self.variable("batch_stats", "count", lambda: jnp.float32(self.initial_count))
+        if train and not self.is_initializing():
+            flat = x.reshape(-1, dim).astype(jnp.float32)
+            b_mean, b_var, b_count = flat.mean(0), flat.var(0), jnp.float32(flat.shape[0])
+            total = count.value + b_count
+            delta = b_mean - mean.value
+            new_mean = mean.value + delta * b_count / total
+            m2 = var.value * count.value + b_var * b_count + jnp.square(delta) * count.value * b_count / total
+            mean.value, var.value, count.value = new_mean, m2 / total, total
+        return (x - mean.value) / jnp.sqrt(var.value + self.eps)
+
+
+class ResidualMLPBlock(nn.Module):
+    """Pre-LN residual block: x + Dense(d)(ReLU(Dense(h)(LN(x))))."""
+
+    hidden: int
+
+    @nn.compact
+    def __call__(self, x):
+        y = nn.Dense(self.hidden)(nn.LayerNorm()(x))
+        return x + nn.Dense(x.shape[-1])(nn.relu(y))
+
+
+class MLPRepresentation(nn.Module):
+    latent_dim: int
+    hidden: int
+    blocks: int
+    normalize: bool
+
+    @nn.compact
+    def __call__(self, obs, train: bool):
+        x = obs.reshape(obs.shape[0], -1).astype(jnp.float32)
+        if self.normalize:
+            x = RunningNorm()(x, train)
+        x = jnp.tanh(nn.LayerNorm()(nn.Dense(self.latent_dim)(x)))
+        for _ in range(self.blocks):
+            x = ResidualMLPBlock(self.hidden)(x)
+        return x
+
+
+class MLPDynamics(nn.Module):
+    hidden: int
+    blocks: int
+    action_embedding: int
+    num_actions: int | None  # None: continuous actions
+
+    @nn.compact
+    def __call__(self, state, action, train: bool):
+        del train
+        if self.num_actions is not None:
+            action = jax.nn.one_hot(action, self.num_actions)
+        a = nn.relu(nn.LayerNorm()(nn.Dense(self.action_embedding)(action.astype(jnp.float32))))
+        x = nn.LayerNorm()(jnp.concatenate([state, a], axis=-1))
+        x = state + nn.Dense(state.shape[-1])(nn.relu(nn.Dense(self.hidden)(x)))
+        for _ in range(self.blocks):
+            x = ResidualMLPBlock(self.hidden)(x)
+        return x
+
+
+# --- heads shared by both families -------------------------------------------------------
+
+
+class RewardHead(nn.Module):
+    """Value prefix through an LSTM (its carry threads through the unroll/search), or a per-step reward."""
+
+    cfg: NetworkConfig
+
+    @nn.compact
+    def __call__(self, next_state, lstm_carry, train: bool):
+        c = self.cfg
+        if c.architecture == "conv":
+            x, act, hidden = ConvHeadInput(c.reduced_channels)(next_state, train), nn.elu, c.conv_head_hidden
+        else:
+            x = nn.LayerNorm()(ResidualMLPBlock(c.latent_dim)(next_state))
+            act, hidden = nn.relu, c.mlp_head_hidden
+        if c.value_prefix:
+            lstm_carry, x = nn.OptimizedLSTMCell(c.lstm_hidden)(lstm_carry, x)
+            x = nn.relu(BatchNorm(use_running_average=not train)(x))
+        logits = MLP(hidden, c.reward_bins, act=act, zero_init=True)(x, train)
+        return lstm_carry, logits
+
+
+class Prediction(nn.Module):
+    cfg: NetworkConfig
+    policy_outputs: int
+
+    @nn.compact
+    def __call__(self, state, train: bool):
+        c = self.cfg
+        if c.architecture == "conv":
+            x = ResBlock(c.channels)(state, train)
+            v = ConvHeadInput(c.reduced_channels)(x, train)
+            p = ConvHeadInput(c.reduced_channels)(x, train)
+            value = MLP(c.conv_head_hidden, c.value_bins, act=nn.elu, zero_init=True)(v, train)
+            policy = MLP(c.conv_head_hidden, self.policy_outputs, act=nn.elu, zero_init=True)(p, train)
+        else:
+            v = nn.LayerNorm()(ResidualMLPBlock(c.latent_dim)(state))
+            p = nn.LayerNorm()(ResidualMLPBlock(c.latent_dim)(state))
+            value = MLP(c.mlp_head_hidden, c.value_bins, act=nn.relu)(v, train)
+            policy = MLP(c.mlp_head_hidden, self.policy_outputs, act=nn.relu, zero_init=True)(p, train)
+        return policy, value
+
+
+class Projector(nn.Module):
+    cfg: NetworkConfig
+
+    @nn.compact
+    def __call__(self, state, train: bool):
+        c = self.cfg
+        x = state.reshape(state.shape[0], -1)
+        if c.architecture == "conv":
+            norm = lambda: BatchNorm(use_running_average=not train)  # noqa: E731
+        else:
+            norm = nn.LayerNorm
+        x = nn.relu(norm()(nn.Dense(c.projection_hidden)(x)))
+        x = nn.relu(norm()(nn.Dense(c.projection_hidden)(x)))
+        return norm()(nn.Dense(c.projection_dim)(x))
+
+
+class ProjectionPredictor(nn.Module):
+    cfg: NetworkConfig
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        c = self.cfg
+        norm = BatchNorm(use_running_average=not train) if c.architecture == "conv" else nn.LayerNorm()
+        return nn.Dense(c.projection_dim)(nn.relu(norm(nn.Dense(c.predictor_hidden)(x))))
+
+
+# --- the whole model ---------------------------------------------------------------------
+
+
+class EZNet(nn.Module):
+    """All EZ-V2 functions over one parameter tree.
+
+    num_actions: discrete action count; None for continuous actions (then `action_dim`).
+    policy_outputs: |A| logits (discrete) or 2·dim (mean and std parameters, continuous).
+    """
+
+    cfg: NetworkConfig
+    num_actions: int | None
+    action_dim: int | None = None
+
+    @property
+    def policy_outputs(self) -> int:
+        return self.num_actions if self.num_actions is not None else 2 * self.action_dim
+
+    def setup(self):
+        c = self.cfg
+        if c.architecture == "conv":
+            if self.num_actions is None:
+                raise NotImplementedError("the conv dynamics of this version takes discrete actions only")
+            self.representation = ConvRepresentation(c.channels, c.res_blocks)
+            self.dynamics_net = ConvDynamics(c.channels, c.res_blocks, self.num_actions)
+        else:
+            self.representation = MLPRepresentation(c.latent_dim, c.mlp_hidden, c.mlp_blocks, c.normalize_obs)
+            self.dynamics_net = MLPDynamics(c.mlp_hidden, c.mlp_blocks, c.action_embedding, self.num_actions)
+        self.reward_head = RewardHead(c)
+        self.prediction = Prediction(c, self.policy_outputs)
+        self.projector = Projector(c)
+        self.predictor = ProjectionPredictor(c)
+
+    def represent(self, obs, train: bool = False):
+        return self.representation(obs, train)
+
+    def predict(self, state, train: bool = False):
+        """-> (policy logits or Gaussian parameters, value logits)."""
+        return self.prediction(state, train)
+
+    def dynamics(self, state, action, lstm_carry, train: bool = False):
+        """-> (next state, next LSTM carry, reward or value-prefix logits)."""
+        next_state = self.dynamics_net(state, action, train)
+        lstm_carry, reward_logits = self.reward_head(next_state, lstm_carry, train)
+        return next_state, lstm_carry, reward_logits
+
+    def project(self, state, train: bool = False, predict: bool = False):
+        """SimSiam projection of a latent; with `predict`, followed by the predictor."""
+        z = self.projector(state, train)
+        return self.predictor(z, train) if predict else z
+
+    def unroll(self, obs, actions, next_obs, train: bool = True):
+        """The learner's forward pass (reference §5).
+
+        obs [B, ...] at position 0, actions [B, K, ...], next_obs [B, K, ...] the true
+        observations at positions 1..K. Returns the online outputs and the SimSiam targets:
+        (policy [B,K+1,·], value [B,K+1,bins], reward [B,K,bins], predicted projections
+        [B,K,D], target projections [B,K,D] with gradient stopped).
+
+        Each unrolled latent's gradient is halved (as the reference's hook on the latent does,
+        so it applies to every consumer of that latent); the LSTM carry resets every
+        `lstm_horizon` steps, as in the search.
+        """
+        batch, steps = actions.shape[:2]
+        state = self.represent(obs, train)
+        policy, value = self.predict(state, train)
+        policies, values, rewards, projections = [policy], [value], [], []
+        carry = initial_lstm_carry(self.cfg, batch)
+        for k in range(steps):
+            if k % self.cfg.lstm_horizon == 0:
+                carry = initial_lstm_carry(self.cfg, batch)
+            state, carry, reward = self.dynamics(state, actions[:, k], carry, train)
+            state = scale_gradient(state, 0.5)
+            policy, value = self.predict(state, train)
+            policies.append(policy)
+            values.append(value)
+            rewards.append(reward)
+            projections.append(self.project(state, train, predict=True))
+        flat_next = next_obs.reshape((batch * steps,) + next_obs.shape[2:])
+        targets = self.project(self.represent(flat_next, train), train)
+        targets = jax.lax.stop_gradient(targets.reshape((batch, steps) + targets.shape[1:]))
+        stack = lambda xs: jnp.stack(xs, axis=1)  # noqa: E731
+        return stack(policies), stack(values), stack(rewards), stack(projections), targets
+
+    def __call__(self, obs, action, train: bool = False):
+        """Touches every submodule once (used by `init`)."""
+        state = self.represent(obs, train)
+        carry = initial_lstm_carry(self.cfg, obs.shape[0])
+        next_state, _, reward_logits = self.dynamics(state, action, carry, train)
+        policy, value = self.predict(next_state, train)
+        return policy, value, reward_logits, self.project(next_state, train, predict=True)
+
+
+def initial_lstm_carry(cfg: NetworkConfig, batch: int) -> Any:
+    """The zero (c, h) carry of the value-prefix LSTM; an empty placeholder without one."""
+    width = cfg.lstm_hidden if cfg.value_prefix else 0
+    zeros = jnp.zeros((batch, width), jnp.float32)
+    return (zeros, zeros)
+
+
+def reset_lstm_carry(carry: Any, reset: jax.Array) -> Any:
+    """Zero the carry where `reset` [B] is True."""
+    return jax.tree.map(lambda x: jnp.where(reset[:, None], 0.0, x), carry)

@@ -1,0 +1,37 @@
+"""The agent must actually learn: CartPole-v1 with the classic preset, through `ezv.train`."""
+
+import json
+import os
+
+import pytest
+
+from ezv.train import resolve_config, train
+
+
+def eval_curve(run_dir: str) -> list[tuple[int, float]]:
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return [(r["env_steps"], r["eval_return_mean"]) for r in rows if r.get("eval_return_mean") is not None]
+
+
+def train_cartpole(tmp_path, steps: int, seed: int = 0) -> list[tuple[int, float]]:
+    run_dir = str(tmp_path / f"cartpole-{steps}-s{seed}")
+    cfg = resolve_config(
+        ["--env-id", "CartPole-v1", "--seed", str(seed), "--total-env-steps", str(steps), "--run-dir", run_dir,
+         "--quiet"]
+    )
+    train(cfg)
+    return eval_curve(run_dir)
+
+
+def test_cartpole_reaches_an_eval_return_of_200_within_10k_env_steps(tmp_path):
+    curve = train_cartpole(tmp_path, 10_000)
+    assert [s for s, _ in curve] == [2_000, 4_000, 6_000, 8_000, 10_000]
+    assert max(r for _, r in curve) >= 200, curve
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cartpole_reaches_475_within_20k_env_steps(tmp_path, seed):
+    curve = train_cartpole(tmp_path, 20_000, seed)
+    assert max(r for _, r in curve) >= 475, curve

@@ -1,0 +1,81 @@
+"""`python -m ezv.train`: flags on top of presets, the run directory, and bad input."""
+
+import json
+import os
+
+import pytest
+import yaml
+
+from ezv.train import main, resolve_config
+
+TINY_FLAGS = [
+    "--num-envs", "4", "--total-env-steps", "80", "--log-interval", "40", "--eval-interval", "40",
+    "--learning-starts", "40", "--eval-episodes", "2", "--replay.capacity", "400",
+    "--learner.batch-size", "8", "--network.latent-dim", "16", "--network.mlp-hidden", "16",
+    "--network.mlp-head-hidden", "16", "--network.projection-hidden", "16", "--network.projection-dim", "16",
+    "--network.predictor-hidden", "16", "--quiet",
+]
+
+
+def test_the_preset_follows_the_env_domain_and_flags_override_it():
+    cfg = resolve_config(["--env-id", "Breakout-v5"])
+    assert cfg.preset == "atari" and cfg.network.architecture == "conv" and cfg.learner.optimizer == "sgd"
+    assert cfg.total_env_steps == 100_000 and cfg.offline_updates == 20_000 and cfg.network.value_bins == 601
+    cfg = resolve_config(["--env-id", "CartPole-v1", "--seed", "3", "--learner.batch-size", "64"])
+    assert cfg.preset == "classic" and cfg.seed == 3 and cfg.learner.batch_size == 64
+    assert resolve_config(["--env-id", "Breakout-MinAtar"]).preset == "minatar"
+
+
+def test_a_short_run_writes_config_and_metrics(tmp_path):
+    run_dir = str(tmp_path / "run")
+    main(["--env-id", "CartPole-v1", "--seed", "1", "--run-dir", run_dir, *TINY_FLAGS])
+    with open(os.path.join(run_dir, "config.yaml")) as f:
+        saved = yaml.safe_load(f)
+    assert saved["config"]["env_id"] == "CartPole-v1" and saved["config"]["seed"] == 1
+    assert saved["derived"]["num_simulations"] == 8
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert [r["env_steps"] for r in rows] == [40, 80]
+    for row in rows:
+        for key in ("env_steps", "updates", "wall_s", "train_return_mean", "eval_return_mean", "eval_return_std",
+                    "eval_episodes"):
+            assert key in row, key
+    assert rows[-1]["updates"] > 0 and rows[-1]["eval_episodes"] == 2
+
+
+def run_main(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_an_unknown_env_id_fails_with_close_matches(capsys):
+    err = run_main(["--env-id", "CartPol-v1"], capsys)
+    assert "CartPole-v1" in err and "gymnax" in err
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--replay-ratio", "0.3"], "--replay-ratio"),
+        (["--learning-starts", "50000", "--total-env-steps", "20000"], "--learning-starts"),
+        (["--replay.capacity", "40"], "--replay.capacity"),
+        (["--log-interval", "1001"], "--log-interval"),
+        (["--preset", "dmc_pixels"], "--preset"),
+    ],
+)
+def test_impossible_settings_fail_before_compiling_with_what_to_change(flags, named, capsys, tmp_path):
+    err = run_main(["--env-id", "CartPole-v1", "--run-dir", str(tmp_path / "r"), *flags], capsys)
+    assert named in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_existing_run_directory_is_never_overwritten(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text("precious\n")
+    err = run_main(["--env-id", "CartPole-v1", "--run-dir", str(run_dir), *TINY_FLAGS], capsys)
+    assert "already exists" in err
+    assert (run_dir / "metrics.jsonl").read_text() == "precious\n"
+
