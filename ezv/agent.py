@@ -200,7 +200,9 @@ class Agent:
     def sample_batch(self, replay: replay_lib.Replay, key: jax.Array) -> tuple[jax.Array, jax.Array, replay_lib.Window]:
         """Prioritised start rows, their importance weights and windows of unroll + td + 1 positions."""
         R, B = self.cfg.replay, self.cfg.learner.batch_size
-        idx, weights = replay_lib.sample(replay, key, B, R.alpha, R.beta, R.min_weight)
+        # A start row needs its whole window written: position K + n must exist.
+        min_age = self.window - 1
+        idx, weights = replay_lib.sample(replay, key, B, R.alpha, R.beta, R.min_weight, min_age)
         return idx, weights, replay_lib.gather(replay, idx, self.window, self.frame_stack)
 
     def reanalyse(self, state: TrainState, w: replay_lib.Window, key: jax.Array) -> tuple[Targets, jax.Array]:
@@ -259,11 +261,15 @@ class Agent:
         L, K, B = self.cfg.learner, self.cfg.learner.unroll_steps, self.cfg.learner.batch_size
         obs0 = w.obs[:, 0]
         next_obs = w.obs[:, 1 : K + 1]
-        if self.augment:  # input and consistency-target frames are augmented independently
+        if self.augment:
+            # The input and the consistency targets get independent draws; the K target stacks of
+            # one sample share one shift and intensity (the reference augments them as one tensor).
             k0, k1 = jax.random.split(key)
             obs0 = augment.augment(k0, obs0)
-            flat = next_obs.reshape((B * K,) + next_obs.shape[2:])
-            next_obs = augment.augment(k1, flat).reshape(next_obs.shape[:2] + flat.shape[1:])
+            by_sample = jnp.moveaxis(next_obs, 1, -2)  # [B, H, W, K, C*S]
+            merged = by_sample.reshape(by_sample.shape[:-2] + (-1,))
+            augmented = augment.augment(k1, merged).reshape(by_sample.shape)
+            next_obs = jnp.moveaxis(augmented, -2, 1)
         actions = w.action[:, :K]
 
         def loss_fn(params):

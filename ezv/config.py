@@ -301,6 +301,11 @@ def validate(cfg: Config, num_actions: int | None = None) -> None:
         )
     rows_per_env = cfg.replay.capacity // cfg.num_envs
     window = L.unroll_steps + L.td_steps + 1
+    if cfg.learning_starts < window * cfg.num_envs:
+        errors.append(
+            f"--learning-starts ({cfg.learning_starts}) must be at least (unroll + td + 1) x num_envs = "
+            f"{window * cfg.num_envs} env steps, so that the first batch has complete windows."
+        )
     if rows_per_env < 2 * window:
         errors.append(
             f"--replay.capacity ({cfg.replay.capacity}) holds {rows_per_env} rows per env; it needs at least "

@@ -329,9 +329,10 @@ class EZNet(nn.Module):
         (policy [B,K+1,·], value [B,K+1,bins], reward [B,K,bins], predicted projections
         [B,K,D], target projections [B,K,D] with gradient stopped).
 
-        Each unrolled latent's gradient is halved (as the reference's hook on the latent does,
-        so it applies to every consumer of that latent); the LSTM carry resets every
-        `lstm_horizon` steps, as in the search.
+        Each unrolled latent's gradient is halved before any head reads it (the reference's hook
+        on the latent scales the gradient from every consumer: reward, value, policy, projection
+        and the next dynamics step); the LSTM carry resets every `lstm_horizon` steps, as in the
+        search.
         """
         batch, steps = actions.shape[:2]
         state = self.represent(obs, train)
@@ -341,8 +342,8 @@ class EZNet(nn.Module):
         for k in range(steps):
             if k % self.cfg.lstm_horizon == 0:
                 carry = initial_lstm_carry(self.cfg, batch)
-            state, carry, reward = self.dynamics(state, actions[:, k], carry, train)
-            state = scale_gradient(state, 0.5)
+            state = scale_gradient(self.dynamics_net(state, actions[:, k], train), 0.5)
+            carry, reward = self.reward_head(state, carry, train)
             policy, value = self.predict(state, train)
             policies.append(policy)
             values.append(value)

@@ -14,10 +14,11 @@ Two rows r < r' belong to one uninterrupted stream iff step[r'] - step[r] == r' 
 also detects rows overwritten after the store wrapped around.
 
 Sampling draws start rows with probability ∝ priority^α among written, non-final rows
-(stratified inverse-CDF sampling with replacement; the reference samples without
-replacement, which is indistinguishable for batch << buffer), with importance weights
-(N·P)^-β normalised by the batch maximum and clipped to [min_weight, 1]. New rows enter
-with the largest priority seen so far.
+whose whole window is written (at least `min_age` newer rows, so fresh rows are not
+sampled with truncated n-step targets), by stratified inverse-CDF sampling with
+replacement (the reference samples without replacement, which is indistinguishable for
+batch << buffer), with importance weights (N·P)^-β normalised by the batch maximum and
+clipped to [min_weight, 1]. New rows enter with the largest priority currently stored.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Replay:
     terminal: jax.Array  # [T, E] bool
     step: jax.Array  # [T, E] int32
     priority: jax.Array  # [T, E] float32
-    max_priority: jax.Array  # () float32
+    max_priority: jax.Array  # () float32, the largest stored priority (new rows get it)
     cursor: jax.Array  # () int32, next row to write
 
     @property
@@ -114,16 +115,28 @@ def add(replay: Replay, iteration: jax.Array, obs, action, reward, first, last, 
     )
 
 
-def sampleable(replay: Replay) -> jax.Array:
-    """[T, E] rows a window may start at: written, and not an episode's final observation."""
-    return (replay.step >= 0) & ~replay.last
+def newest_step(replay: Replay) -> jax.Array:
+    """The iteration that wrote the newest row (-1 before the first write)."""
+    return replay.step[(replay.cursor - 1) % replay.rows, 0]
+
+
+def sampleable(replay: Replay, min_age: int = 0) -> jax.Array:
+    """[T, E] rows a window may start at: written at least `min_age` iterations before the
+    newest row, and not an episode's final observation."""
+    return (replay.step >= 0) & (replay.step <= newest_step(replay) - min_age) & ~replay.last
 
 
 def sample(
-    replay: Replay, key: jax.Array, batch_size: int, alpha: float, beta: float, min_weight: float
+    replay: Replay,
+    key: jax.Array,
+    batch_size: int,
+    alpha: float,
+    beta: float,
+    min_weight: float,
+    min_age: int = 0,
 ) -> tuple[jax.Array, jax.Array]:
     """Prioritised start rows -> (flat indices into [T*E] (row-major), importance weights [B])."""
-    valid = sampleable(replay).reshape(-1)
+    valid = sampleable(replay, min_age).reshape(-1)
     p = jnp.where(valid, jnp.power(jnp.maximum(replay.priority.reshape(-1), 0.0), alpha), 0.0)
     cdf = jnp.cumsum(p)
     total = cdf[-1]
@@ -133,11 +146,12 @@ def sample(
     # monotone), even when round-off pushes the last stratum's draw up to `total`.
     u = jnp.minimum(u, jnp.nextafter(total, 0.0))
     idx = jnp.clip(jnp.searchsorted(cdf, u, side="right"), 0, p.shape[0] - 1)
-    prob = p[idx] / total
+    prob = p[idx] / jnp.maximum(total, 1e-30)
     n_valid = jnp.sum(valid)
-    weights = jnp.power(n_valid * prob, -beta)
+    weights = jnp.power(jnp.maximum(n_valid * prob, 1e-30), -beta)
     weights = jnp.clip(weights / jnp.max(weights), min_weight, 1.0)
-    return idx.astype(jnp.int32), weights
+    # No sampleable row yet (config validation prevents it): zero weights, so no update moves.
+    return idx.astype(jnp.int32), jnp.where(total > 0, weights, 0.0)
 
 
 def gather(replay: Replay, flat_idx: jax.Array, positions: int, frame_stack: int) -> Window:
@@ -188,11 +202,11 @@ def gather(replay: Replay, flat_idx: jax.Array, positions: int, frame_stack: int
 
 
 def update_priorities(replay: Replay, flat_idx: jax.Array, priorities: jax.Array) -> Replay:
-    flat = replay.priority.reshape(-1).at[flat_idx].set(priorities.astype(jnp.float32))
-    return replay.replace(
-        priority=flat.reshape(replay.priority.shape),
-        max_priority=jnp.maximum(replay.max_priority, jnp.max(priorities)),
-    )
+    """Write new priorities; new rows will enter at the largest priority now stored (as the
+    reference's insertion at `priorities.max()`), so one early spike does not persist."""
+    priority = replay.priority.reshape(-1).at[flat_idx].set(priorities.astype(jnp.float32))
+    priority = priority.reshape(replay.priority.shape)
+    return replay.replace(priority=priority, max_priority=jnp.max(priority))
 
 
 def stack_frames(history: jax.Array) -> jax.Array:

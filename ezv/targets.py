@@ -80,8 +80,9 @@ def use_td_target(
 ) -> jax.Array:
     """[B] the mixed value target's choice (reference §4): TD before T1 updates and for the
     newest T2 transitions, the search value (SVE) otherwise. `sample_step` is the iteration
-    that wrote the sample's first position."""
-    age_env_steps = (iteration - sample_step) * num_envs
+    that wrote the sample's first position; `iteration` counts the acting steps taken, so the
+    newest row (written at iteration - 1) has age 0."""
+    age_env_steps = (iteration - 1 - sample_step) * num_envs
     return (updates < start_updates) | (age_env_steps < recent_env_steps)
 
 

@@ -103,7 +103,7 @@ def test_the_atari_image_pipeline_runs_end_to_end():
         predictor_hidden=8,
     )
     cfg = dataclasses.replace(
-        tiny_classic(), network=net, learning_starts=16, log_interval=16, num_envs=2, replay_ratio=0.5,
+        tiny_classic(), network=net, learning_starts=24, log_interval=24, num_envs=2, replay_ratio=0.5,
         replay=ReplayConfig(capacity=256), learner=dataclasses.replace(LearnerConfig(), batch_size=4),
     )
     env = envs.make("Breakout-v5", cfg.num_envs, seed=0)

@@ -150,10 +150,24 @@ def test_importance_weights_are_normalised_and_clipped():
     assert float(weights.min()) >= 0.1 and float(weights.max()) == pytest.approx(1.0)
 
 
-def test_new_rows_enter_with_the_largest_priority_seen():
+def test_new_rows_enter_with_the_largest_priority_currently_stored():
     rep = fill(rows=30, iterations=10)
+    add_row = lambda r, i, last: R.add(  # noqa: E731
+        r, jnp.int32(i), jnp.zeros((2, 1)), jnp.zeros((2,), jnp.int32), jnp.zeros((2,)), jnp.zeros((2,), bool),
+        jnp.array([False, last]), jnp.zeros((2,), bool))
     rep = R.update_priorities(rep, jnp.array([0, 1], jnp.int32), jnp.array([7.5, 0.2]))
-    assert float(rep.max_priority) == pytest.approx(7.5)
-    rep = R.add(rep, jnp.int32(10), jnp.zeros((2, 1)), jnp.zeros((2,), jnp.int32), jnp.zeros((2,)),
-                jnp.zeros((2,), bool), jnp.array([False, True]), jnp.zeros((2,), bool))
+    rep = add_row(rep, 10, True)
     np.testing.assert_allclose(rep.priority[10], [7.5, 0.0])  # a final observation is never a start
+    # Once the spike is rewritten, new rows no longer inherit it.
+    rep = R.update_priorities(rep, jnp.array([0, 20], jnp.int32), jnp.array([0.5, 0.5]))
+    rep = add_row(rep, 11, False)
+    np.testing.assert_allclose(rep.priority[11], [1.0, 1.0])  # the initial priority of untouched rows
+
+
+def test_rows_whose_window_is_not_written_yet_are_never_sampled():
+    rep = fill(rows=200, iterations=50)
+    min_age = 6
+    got, _ = R.sample(rep, jax.random.PRNGKey(0), 512, 1.0, 1.0, 0.1, min_age=min_age)
+    steps = np.asarray(rep.step).reshape(-1)[np.asarray(got)]
+    assert steps.max() <= 49 - min_age
+    assert steps.min() >= 0

@@ -80,7 +80,7 @@ def test_reward_targets_are_rewards_or_value_prefixes_reset_every_horizon(value_
 
 def test_mixed_value_target_uses_td_before_t1_and_for_recent_data_else_search_values():
     sample_step = jnp.array([0, 90, 99])  # iterations that wrote the samples
-    iteration, envs = jnp.int32(100), 4  # ages in env steps: 400, 40, 4
+    iteration, envs = jnp.int32(100), 4  # the newest row was written at 99: ages 396, 36, 0 env steps
     early = targets.use_td_target(sample_step, iteration, jnp.int32(10), envs, start_updates=50, recent_env_steps=20)
     late = targets.use_td_target(sample_step, iteration, jnp.int32(60), envs, start_updates=50, recent_env_steps=20)
     np.testing.assert_array_equal(early, [True, True, True])

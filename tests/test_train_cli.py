@@ -10,7 +10,7 @@ from ezv.train import main, resolve_config
 
 TINY_FLAGS = [
     "--num-envs", "4", "--total-env-steps", "80", "--log-interval", "40", "--eval-interval", "40",
-    "--learning-starts", "40", "--eval-episodes", "2", "--replay.capacity", "400",
+    "--learning-starts", "44", "--eval-episodes", "2", "--replay.capacity", "400",
     "--learner.batch-size", "8", "--network.latent-dim", "16", "--network.mlp-hidden", "16",
     "--network.mlp-head-hidden", "16", "--network.projection-hidden", "16", "--network.projection-dim", "16",
     "--network.predictor-hidden", "16", "--quiet",
@@ -60,6 +60,7 @@ def test_an_unknown_env_id_fails_with_close_matches(capsys):
     [
         (["--replay-ratio", "0.3"], "--replay-ratio"),
         (["--learning-starts", "50000", "--total-env-steps", "20000"], "--learning-starts"),
+        (["--learning-starts", "8"], "complete windows"),
         (["--replay.capacity", "40"], "--replay.capacity"),
         (["--log-interval", "1001"], "--log-interval"),
         (["--preset", "dmc_pixels"], "--preset"),
