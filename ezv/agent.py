@@ -21,12 +21,12 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from ezv import augment, replay as replay_lib, targets as targets_lib
+from ezv import augment, gaussian, replay as replay_lib, targets as targets_lib
 from ezv.config import Config
 from ezv.envs import Discrete, TimeStep, VecEnv
 from ezv.losses import Targets, Unroll, ez_loss
 from ezv.networks import EZNet
-from ezv.search import ModelFns, SearchOutput, gumbel_search
+from ezv.search import ContinuousModelFns, ModelFns, SearchOutput, gumbel_search, sampled_gumbel_search
 
 
 @struct.dataclass
@@ -84,22 +84,31 @@ class Agent:
     """Static parts of a run (config, networks, env functions) and its pure functions."""
 
     def __init__(self, cfg: Config, env: VecEnv, eval_env: VecEnv | None = None):
-        if not isinstance(env.spec.action_space, Discrete):
-            raise NotImplementedError(
-                f"{env.spec.env_id} has continuous actions; this version of ezv trains discrete-action envs."
-            )
         self.cfg = cfg
         self.env = env
         self.eval_env = eval_env
         self.spec = env.spec
         self.num_envs = env.num_envs
-        self.num_actions = env.spec.action_space.n
         self.frame_stack = env.spec.frame_stack
-        self.net = EZNet(cfg.network, num_actions=self.num_actions)
-        self.model = ModelFns(self.net, cfg.network, cfg.learner.discount)
+        space = env.spec.action_space
+        self.continuous = not isinstance(space, Discrete)
+        if self.continuous:
+            self.num_actions, self.action_dim = None, space.dim
+            self.action_shape, self.action_dtype = (space.dim,), jnp.float32
+            self.net = EZNet(cfg.network, num_actions=None, action_dim=space.dim)
+            self.model = ContinuousModelFns(self.net, cfg.network, cfg.learner.discount, cfg.search)
+            self.considered = cfg.search.num_sampled_actions
+            kind = cfg.learner.continuous_policy_loss
+            self.continuous_loss = ("full" if space.dim == 1 else "simple") if kind == "auto" else kind
+        else:
+            self.num_actions, self.action_dim = space.n, None
+            self.action_shape, self.action_dtype = (), jnp.int32
+            self.net = EZNet(cfg.network, num_actions=space.n)
+            self.model = ModelFns(self.net, cfg.network, cfg.learner.discount)
+            self.considered = cfg.search.considered_for(space.n)
+            self.continuous_loss = None
         self.optimizer = make_optimizer(cfg)
         self.num_simulations = cfg.search.simulations_for(self.num_actions)
-        self.considered = cfg.search.considered_for(self.num_actions)
         self.rows_per_env = cfg.replay.capacity // self.num_envs
         self.window = cfg.learner.unroll_steps + cfg.learner.td_steps + 1
         self.augment = cfg.learner.augment and env.spec.is_image
@@ -121,7 +130,7 @@ class Agent:
     def init(self, key: jax.Array) -> TrainState:
         net_key, env_key, state_key = jax.random.split(key, 3)
         obs = jnp.zeros((1,) + self.stacked_obs_shape, self.spec.obs_dtype)
-        variables = self.net.init(net_key, obs, jnp.zeros((1,), jnp.int32))
+        variables = self.net.init(net_key, obs, jnp.zeros((1,) + self.action_shape, self.action_dtype))
         params, batch_stats = variables["params"], variables.get("batch_stats", {})
         env_state, ts = self.env.reset(env_key)
         frames = jnp.broadcast_to(ts.obs[:, None], (self.num_envs, self.frame_stack) + ts.obs.shape[1:])
@@ -132,7 +141,8 @@ class Agent:
             target_batch_stats=batch_stats,
             opt_state=self.optimizer.init(params),
             replay=replay_lib.init(
-                self.rows_per_env, self.num_envs, self.spec.obs_shape, self.spec.obs_dtype
+                self.rows_per_env, self.num_envs, self.spec.obs_shape, self.spec.obs_dtype,
+                self.action_shape, self.action_dtype,
             ),
             env_state=env_state,
             timestep=ts,
@@ -147,17 +157,41 @@ class Agent:
 
     # --- search ---------------------------------------------------------------------------
 
-    def search(self, variables: Any, key: jax.Array, obs: jax.Array, gumbel_scale: float) -> SearchOutput:
+    def search(
+        self, variables: Any, key: jax.Array, obs: jax.Array, gumbel_scale: float, evaluation: bool = False
+    ) -> SearchOutput:
+        """Search from observations with the given network variables. `evaluation` draws every
+        continuous candidate from π (no widened samples)."""
+        if self.continuous:
+            key, root_key = jax.random.split(key)
+            root = self.model.root(variables, obs, root_key, widen=not evaluation)
+        else:
+            root = self.model.root(variables, obs)
+        return self.search_roots(variables, key, root, gumbel_scale)
+
+    def search_roots(self, variables: Any, key: jax.Array, root: Any, gumbel_scale: float) -> SearchOutput:
+        if self.continuous:
+            return sampled_gumbel_search(
+                variables, key, root, self.model.recurrent_fn, cfg=self.cfg.search,
+                num_simulations=self.num_simulations, gumbel_scale=gumbel_scale,
+            )
         return gumbel_search(
             variables,
             key,
-            self.model.root(variables, obs),
+            root,
             self.model.recurrent_fn,
             cfg=self.cfg.search,
             num_simulations=self.num_simulations,
             max_considered_actions=self.considered,
             gumbel_scale=gumbel_scale,
         )
+
+    def env_action(self, action: jax.Array) -> jax.Array:
+        """The search's action as the env takes it (continuous: policy space [-1, 1] -> the env's box)."""
+        if not self.continuous:
+            return action
+        space = self.spec.action_space
+        return gaussian.to_env(action, space.low, space.high)
 
     # --- act ------------------------------------------------------------------------------
 
@@ -166,7 +200,7 @@ class Agent:
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         obs = _stack_obs(state.frames, self.frame_stack)
         out = self.search(variables, search_key, obs, self.cfg.search.gumbel_scale)
-        env_state, ts = self.env.step(state.env_state, out.action)
+        env_state, ts = self.env.step(state.env_state, self.env_action(out.action))
         prev = state.timestep
         replay = replay_lib.add(
             state.replay,
@@ -218,22 +252,18 @@ class Agent:
         variables = {"params": state.target_params, "batch_stats": state.target_batch_stats}
         latents = self.net.apply(variables, w.obs.reshape((B * P,) + w.obs.shape[2:]), method=EZNet.represent)
         logits, value_logits = self.net.apply(variables, latents, method=EZNet.predict)
-        values = self.model.value_support.decode(value_logits)
+        values = self.model.decode_value(value_logits)
 
         def unroll_positions(x):  # [B*P, ...] -> [B*(K+1), ...]
             return x.reshape((B, P) + x.shape[1:])[:, : K + 1].reshape((B * (K + 1),) + x.shape[1:])
 
-        root = self.model.root_from_outputs(unroll_positions(latents), unroll_positions(logits), unroll_positions(values))
-        search = gumbel_search(
-            variables,
-            key,
-            root,
-            self.model.recurrent_fn,
-            cfg=cfg.search,
-            num_simulations=self.num_simulations,
-            max_considered_actions=self.considered,
-            gumbel_scale=cfg.search.gumbel_scale,
-        )
+        roots = (unroll_positions(latents), unroll_positions(logits), unroll_positions(values))
+        if self.continuous:
+            key, root_key = jax.random.split(key)
+            root = self.model.root_from_outputs(*roots, key=root_key, widen=True)
+        else:
+            root = self.model.root_from_outputs(*roots)
+        search = self.search_roots(variables, key, root, cfg.search.gumbel_scale)
 
         mask = targets_lib.unroll_mask(w, K)
         terminal = w.terminal[:, : K + 1]
@@ -252,6 +282,11 @@ class Agent:
             mask=mask,
             policy_mask=mask & ~terminal,
         )
+        if self.continuous:
+            tgt = tgt.replace(
+                candidates=search.candidates.reshape((B, K + 1) + search.candidates.shape[1:]),
+                chosen=search.action.reshape(B, K + 1, -1),
+            )
         return tgt, use_td
 
     def gradient_step(
@@ -261,6 +296,7 @@ class Agent:
         L, K, B = self.cfg.learner, self.cfg.learner.unroll_steps, self.cfg.learner.batch_size
         obs0 = w.obs[:, 0]
         next_obs = w.obs[:, 1 : K + 1]
+        key, entropy_key = jax.random.split(key)
         if self.augment:
             # The input and the consistency targets get independent draws; the K target stacks of
             # one sample share one shift and intensity (the reference augments them as one tensor).
@@ -290,6 +326,8 @@ class Agent:
                 L,
                 self.model.value_support,
                 self.model.reward_support,
+                continuous_loss=self.continuous_loss,
+                entropy_key=entropy_key,
             )
             return loss, (metrics, updated["batch_stats"], value[:, 0])
 
@@ -299,7 +337,7 @@ class Agent:
             params=optax.apply_updates(state.params, updates), batch_stats=batch_stats, opt_state=opt_state
         )
         metrics = dict(metrics, grad_norm=optax.global_norm(grads))
-        return state, metrics, self.model.value_support.decode(value0_logits)
+        return state, metrics, self.model.decode_value(value0_logits)
 
     def learn(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
         """One learner update: sample, reanalyse with the target network, gradient step, priorities."""
@@ -376,8 +414,8 @@ class Agent:
         def body(carry):
             env_state, ts, frames, done, returns, lengths, t, key = carry
             key, search_key = jax.random.split(key)
-            out = self.search(variables, search_key, _stack_obs(frames, self.frame_stack), 0.0)
-            env_state, ts = env.step(env_state, out.action)
+            out = self.search(variables, search_key, _stack_obs(frames, self.frame_stack), 0.0, evaluation=True)
+            env_state, ts = env.step(env_state, self.env_action(out.action))
             new = ts.episode_done & ~done
             returns = jnp.where(new, ts.episode_return, returns)
             lengths = jnp.where(new, ts.episode_length, lengths)
@@ -411,8 +449,9 @@ def summarize_chunk(metrics: dict[str, Any]) -> dict[str, float]:
     }
     learning = m["learning"] > 0
     if learning.any():
-        for name in ("loss", "value_loss", "policy_loss", "reward_loss", "consistency_loss", "grad_norm",
-                     "td_fraction", "target_value", "importance_weight"):
-            out[name] = float(m[name][learning].mean())
+        for name in ("loss", "value_loss", "policy_loss", "reward_loss", "consistency_loss", "policy_entropy",
+                     "grad_norm", "td_fraction", "target_value", "importance_weight"):
+            if name in m:
+                out[name] = float(m[name][learning].mean())
     return out
 

@@ -1,8 +1,9 @@
 """Run configuration: frozen dataclasses, per-domain presets, and validation before compiling.
 
 Every field is a tyro flag (`--learner.batch-size 128`). The preset is chosen from the env's
-domain (Atari -> `atari`, gymnax classic control -> `classic`, MinAtar -> `minatar`) unless
-`--preset` names one, and every value can be overridden on top of it.
+domain (Atari -> `atari`, DMC -> `dmc_state`, gymnax classic control -> `classic`, or `control`
+for its continuous tasks and brax, MinAtar -> `minatar`) unless `--preset` names one, and every
+value can be overridden on top of it.
 
 Static fields (shapes, simulation counts, unroll length) fix the compiled program; the
 float hyper-parameters are plain Python numbers baked in as constants.
@@ -47,6 +48,8 @@ class NetworkConfig:
     projection_hidden: int = 1024
     projection_dim: int = 1024
     predictor_hidden: int = 256
+    # Decoded values are clipped from below (DMC: 0, as the reference; None: no clipping).
+    value_min: float | None = None
 
     @property
     def value_support(self) -> Support:
@@ -59,19 +62,29 @@ class NetworkConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
-    """Gumbel MuZero search (reference §3)."""
+    """Gumbel MuZero search (reference §3.2 discrete, §3.3 sampled continuous)."""
 
-    # None: 16, or 4 when the env has fewer than 4 actions (§3.2).
+    # None: discrete 16, or 4 when the env has fewer than 4 actions (§3.2); continuous 32 (§3.3).
     num_simulations: int | None = None
     # None: 8 with >= 16 actions, 4 with 4..15, 2 with fewer (§3.2).
     max_considered_actions: int | None = None
     gumbel_scale: float = 1.0  # acting and reanalysis; evaluation always uses 0
     value_scale: float = 0.1  # c_scale
     maxvisit_init: float = 50.0  # c_visit
+    # Continuous actions (§3.3): K root candidates, `policy_sampled_actions` of them from π and the
+    # rest from π with `wide_std_scale`·σ (evaluation: all from π); each expanded interior node gets
+    # `interior_children` children sampled from its own π (K: K-way interior nodes).
+    num_sampled_actions: int = 16
+    policy_sampled_actions: int = 4
+    wide_std_scale: float = 3.0
+    interior_children: int = 2
 
-    def simulations_for(self, num_actions: int) -> int:
+    def simulations_for(self, num_actions: int | None) -> int:
+        """Simulations per search; `num_actions` None means continuous actions."""
         if self.num_simulations is not None:
             return self.num_simulations
+        if num_actions is None:
+            return 32
         return 4 if num_actions < 4 else 16
 
     def considered_for(self, num_actions: int) -> int:
@@ -116,6 +129,11 @@ class LearnerConfig:
     mixed_start_updates: int = 30_000  # T1: TD targets only before this many updates
     mixed_recent_env_steps: int = 5_000  # T2: the newest transitions always use TD targets
     augment: bool = True  # random shift + intensity, image observations only
+    # Continuous actions (§5): "full" = −Σᵢ π′ᵢ log π(aᵢ) over the K candidates, "simple" =
+    # −log π(a*) of the executed choice, "auto" = the reference's full for 1-D actions, simple otherwise.
+    continuous_policy_loss: Literal["auto", "full", "simple"] = "auto"
+    entropy_coef: float = 0.0  # continuous only: −c_H·Ĥ(π) is added at every unroll position
+    entropy_samples: int = 1024  # reparameterised samples per position for Ĥ
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +144,7 @@ class Config:
     seed: int = 0
     total_env_steps: int = 100_000
     run_dir: str | None = None  # default: runs/{env}-s{seed}-{time}
-    preset: Literal["auto", "atari", "classic", "minatar"] = "auto"
+    preset: Literal["auto", "atari", "classic", "minatar", "dmc_state", "control"] = "auto"
     num_envs: int = 4
     replay_ratio: float = 1.0  # learner updates per env step
     learning_starts: int = 2_000  # env steps collected before the first update
@@ -253,24 +271,107 @@ def minatar_preset() -> Config:
     )
 
 
-PRESETS = {"atari": atari_preset, "classic": classic_preset, "minatar": minatar_preset}
-DOMAIN_PRESETS = {"atari": "atari", "classic": "classic", "minatar": "minatar", "bsuite": "classic", "misc": "classic"}
+def dmc_state_preset() -> Config:
+    """EZ-V2 DMC from proprioceptive state (reference §2.3, §7): 100k agent steps + 20k offline updates."""
+    return Config(
+        preset="dmc_state",
+        total_env_steps=100_000,
+        num_envs=4,
+        replay_ratio=1.0,
+        learning_starts=2_000,
+        offline_updates=20_000,
+        log_interval=1_000,
+        eval_interval=5_000,
+        eval_episodes=10,
+        network=NetworkConfig(
+            architecture="mlp",
+            latent_dim=128,
+            mlp_hidden=256,
+            mlp_blocks=2,
+            mlp_head_hidden=(256, 256),
+            action_embedding=64,
+            value_prefix=False,
+            value_bins=51,
+            value_h_max=float(h(299.0)),
+            reward_bins=51,
+            reward_h_max=float(h(2.0)),
+            projection_hidden=512,
+            projection_dim=128,
+            predictor_hidden=512,
+            value_min=0.0,
+        ),
+        search=SearchConfig(num_simulations=32, gumbel_scale=0.0),  # no Gumbel noise in DMC (§3.3)
+        replay=ReplayConfig(capacity=100_000),
+        learner=LearnerConfig(
+            batch_size=256,
+            discount=0.997**2,  # per agent step, action repeat 2
+            optimizer="adam",
+            learning_rate=3e-4,
+            weight_decay=2e-5,
+            lr_decay_updates=300_000,
+            consistency_coef=2.0,
+            entropy_coef=5e-2,
+            mixed_start_updates=40_000,
+            mixed_recent_env_steps=20_000,
+            augment=False,
+        ),
+    )
 
 
-def preset_name_for(domain: str) -> str:
+def control_preset() -> Config:
+    """Small continuous-control tasks on a CPU (Playground CartpoleBalance, gymnax Pendulum, ...):
+    the dmc_state recipe with a smaller network, fewer candidates and simulations, and wider
+    supports (Pendulum's rewards reach -16 per step)."""
+    base = dmc_state_preset()
+    return dataclasses.replace(
+        base,
+        preset="control",
+        total_env_steps=20_000,
+        num_envs=8,
+        replay_ratio=0.5,
+        learning_starts=1_000,
+        offline_updates=0,
+        log_interval=1_000,
+        eval_interval=2_000,
+        eval_episodes=8,
+        network=dataclasses.replace(
+            base.network, latent_dim=64, mlp_hidden=128, mlp_blocks=1, mlp_head_hidden=(64,), action_embedding=32,
+            value_bins=101, value_h_max=float(h(2000.0)), reward_h_max=float(h(20.0)),
+            projection_hidden=128, projection_dim=64, predictor_hidden=128, value_min=None,
+        ),
+        search=dataclasses.replace(base.search, num_simulations=16, num_sampled_actions=8, policy_sampled_actions=2),
+        replay=ReplayConfig(capacity=20_000),
+        learner=dataclasses.replace(
+            base.learner, batch_size=128, discount=0.99, learning_rate=1e-3, weight_decay=0.0,
+            entropy_samples=64, target_update_interval=100, mixed_start_updates=1_500, mixed_recent_env_steps=2_000,
+        ),
+    )
+
+
+PRESETS = {
+    "atari": atari_preset,
+    "classic": classic_preset,
+    "minatar": minatar_preset,
+    "dmc_state": dmc_state_preset,
+    "control": control_preset,
+}
+DOMAIN_PRESETS = {"atari": "atari", "classic": "classic", "minatar": "minatar", "bsuite": "classic", "misc": "classic",
+                  "dmc": "dmc_state", "brax": "control"}
+
+
+def preset_name_for(domain: str, continuous: bool = False) -> str:
+    """The preset `--preset auto` picks: by domain, and `control` for a continuous classic task."""
     if domain not in DOMAIN_PRESETS:
-        raise ValueError(
-            f"no discrete-control preset for the {domain!r} domain yet (presets: {', '.join(PRESETS)}). "
-            "Continuous-control domains arrive with the continuous agent."
-        )
-    return DOMAIN_PRESETS[domain]
+        raise ValueError(f"no preset for the {domain!r} domain (presets: {', '.join(PRESETS)}).")
+    name = DOMAIN_PRESETS[domain]
+    return "control" if continuous and name == "classic" else name
 
 
 class ConfigError(ValueError):
     """A configuration that cannot run; the message says what to change."""
 
 
-def validate(cfg: Config, num_actions: int | None = None) -> None:
+def validate(cfg: Config, num_actions: int | None = None, continuous: bool = False) -> None:
     """Fail before compiling, with one line saying what to change."""
     errors = []
     L = cfg.learner
@@ -321,5 +422,21 @@ def validate(cfg: Config, num_actions: int | None = None) -> None:
         errors.append("--eval-episodes must be >= 1.")
     if num_actions is not None and cfg.search.max_considered_actions is not None and cfg.search.max_considered_actions < 1:
         errors.append("--search.max-considered-actions must be >= 1.")
+    S = cfg.search
+    if continuous:
+        if cfg.network.architecture == "conv":
+            errors.append("--network.architecture conv takes discrete actions only; use mlp for continuous control.")
+        if not 1 <= S.policy_sampled_actions <= S.num_sampled_actions:
+            errors.append(
+                f"--search.policy-sampled-actions ({S.policy_sampled_actions}) must be in 1..--search.num-sampled-actions"
+                f" ({S.num_sampled_actions})."
+            )
+        if not 1 <= S.interior_children <= S.num_sampled_actions:
+            errors.append(
+                f"--search.interior-children ({S.interior_children}) must be in 1..--search.num-sampled-actions "
+                f"({S.num_sampled_actions})."
+            )
+        if L.entropy_coef and L.entropy_samples < 1:
+            errors.append("--learner.entropy-samples must be >= 1 when --learner.entropy-coef is set.")
     if errors:
         raise ConfigError("\n".join(errors))

@@ -23,16 +23,19 @@ import jax.numpy as jnp
 import mctx
 from flax import struct
 
+from ezv import gaussian
 from ezv.config import NetworkConfig, SearchConfig
 from ezv.networks import EZNet, initial_lstm_carry, reset_lstm_carry
 
 
 @struct.dataclass
 class SearchOutput:
-    action: jax.Array  # [B] int32, the action to execute (the top survivor of sequential halving)
-    policy: jax.Array  # [B, A] improved policy π′ = softmax(logits + σ(completed Q)), the policy target
+    action: jax.Array  # [B] int32, or [B, dim] policy-space action (continuous): the action to execute
+    policy: jax.Array  # [B, A] or [B, K]: improved policy π′ = softmax(logits + σ(completed Q)), the policy target
     value: jax.Array  # [B] root value after search: mean of v(s0) and the simulation returns (SVE)
     raw_value: jax.Array  # [B] the network's value v(s0)
+    candidates: jax.Array | None = None  # [B, K, dim] the sampled root actions π′ is over (continuous)
+    tree: mctx.Tree | None = None  # the search tree (continuous; for inspection, unused by the loop)
 
 
 @struct.dataclass
@@ -41,6 +44,9 @@ class Embedding:
     lstm_carry: Any
     value_prefix: jax.Array  # [B] value prefix predicted for this node (0 at the root)
     depth: jax.Array  # [B] int32, 0 at the root
+    # Continuous actions: [B, K, dim] the actions of this node's K child slots. mctx sees actions
+    # as slot indices; `recurrent_fn` gathers the real action from the parent's embedding.
+    children_actions: jax.Array | None = None
 
 
 def completed_q_transform(cfg: SearchConfig) -> Callable:
@@ -94,10 +100,15 @@ class ModelFns:
         self.value_support = net_cfg.value_support
         self.reward_support = net_cfg.reward_support
 
+    def decode_value(self, value_logits: jax.Array) -> jax.Array:
+        value = self.value_support.decode(value_logits)
+        # DMC: the reference clips decoded values to >= 0 (rewards are non-negative there).
+        return value if self.cfg.value_min is None else jnp.maximum(value, self.cfg.value_min)
+
     def root(self, variables: Any, obs: jax.Array) -> mctx.RootFnOutput:
         latent = self.net.apply(variables, obs, method=EZNet.represent)
         logits, value_logits = self.net.apply(variables, latent, method=EZNet.predict)
-        return self.root_from_outputs(latent, logits, self.value_support.decode(value_logits))
+        return self.root_from_outputs(latent, logits, self.decode_value(value_logits))
 
     def root_from_outputs(self, latent: jax.Array, logits: jax.Array, value: jax.Array) -> mctx.RootFnOutput:
         """Search roots from already computed representation and prediction outputs."""
@@ -110,23 +121,155 @@ class ModelFns:
         )
         return mctx.RootFnOutput(prior_logits=logits, value=value, embedding=embedding)
 
-    def recurrent_fn(self, variables: Any, key: jax.Array, action: jax.Array, emb: Embedding):
-        del key
+    def expand(self, variables: Any, action: jax.Array, emb: Embedding):
+        """One model step from a node: -> (reward, policy outputs, value, child embedding)."""
         if self.cfg.value_prefix:
             reset = emb.depth % self.cfg.lstm_horizon == 0
             carry = reset_lstm_carry(emb.lstm_carry, reset)
             parent_prefix = jnp.where(reset, 0.0, emb.value_prefix)
         else:
             carry, parent_prefix = emb.lstm_carry, jnp.zeros_like(emb.value_prefix)
-        latent, carry, reward_logits = self.net.apply(
-            variables, emb.latent, action, carry, method=EZNet.dynamics
-        )
+        latent, carry, reward_logits = self.net.apply(variables, emb.latent, action, carry, method=EZNet.dynamics)
         predicted = self.reward_support.decode(reward_logits)
-        logits, value_logits = self.net.apply(variables, latent, method=EZNet.predict)
+        outputs, value_logits = self.net.apply(variables, latent, method=EZNet.predict)
+        child = emb.replace(latent=latent, lstm_carry=carry, value_prefix=predicted, depth=emb.depth + 1)
+        return predicted - parent_prefix, outputs, self.decode_value(value_logits), child
+
+    def recurrent_fn(self, variables: Any, key: jax.Array, action: jax.Array, emb: Embedding):
+        del key
+        reward, logits, value, child = self.expand(variables, action, emb)
         out = mctx.RecurrentFnOutput(
-            reward=predicted - parent_prefix,
-            discount=jnp.full_like(predicted, self.discount),
-            prior_logits=logits,
-            value=self.value_support.decode(value_logits),
+            reward=reward, discount=jnp.full_like(reward, self.discount), prior_logits=logits, value=value
         )
-        return out, Embedding(latent=latent, lstm_carry=carry, value_prefix=predicted, depth=emb.depth + 1)
+        return out, child
+
+
+# --- continuous actions: sampling-based Gumbel search (reference §3.3) ---------------------
+
+# Prior logit of an unsampled child slot. Finite, so softmaxes and mctx's arithmetic stay NaN-free.
+MASKED_LOGIT = -1e9
+
+
+def masked_interior_selection(rng_key, tree: mctx.Tree, node_index, depth, *, qtransform: Callable) -> jax.Array:
+    """mctx's deterministic Gumbel interior selection, restricted to the node's sampled children.
+
+    An interior node of the sampled search has `interior_children` real children; its other
+    slots carry MASKED_LOGIT and are excluded from the argmax here. (The reference notes, §3.5,
+    that a masked slot's score 0 can beat visited children with negative scores; with mctx's rule
+    that never decides the argmax, because the valid children's scores π′(a) − N(a)/(1 + ΣN)
+    sum to 1/(1 + ΣN) > 0. The explicit mask keeps the guarantee independent of that argument
+    and of the size of MASKED_LOGIT; a test checks that both rules build the same tree.)
+    """
+    del rng_key, depth
+    visits = tree.children_visits[node_index]
+    logits = tree.children_prior_logits[node_index]
+    completed_q = qtransform(tree, node_index)
+    probs = jax.nn.softmax(logits + completed_q)
+    score = probs - visits / (1 + jnp.sum(visits))
+    score = jnp.where(logits > MASKED_LOGIT / 2, score, -jnp.inf)
+    return jnp.argmax(score).astype(jnp.int32)
+
+
+def sampled_gumbel_search(
+    params: Any,
+    key: jax.Array,
+    root: mctx.RootFnOutput,
+    recurrent_fn: mctx.RecurrentFn,
+    *,
+    cfg: SearchConfig,
+    num_simulations: int,
+    gumbel_scale: float | jax.Array,
+    interior_selection: Callable | None = None,
+) -> SearchOutput:
+    """Gumbel search over the K sampled root actions carried in `root.embedding.children_actions`.
+
+    Every root candidate is considered (m = K) and the executed action is the top survivor of
+    sequential halving, as in `gumbel_muzero_policy`; interior nodes use `masked_interior_selection`
+    unless `interior_selection` replaces it (tests).
+    """
+    qtransform = completed_q_transform(cfg)
+    num_candidates = root.prior_logits.shape[-1]
+    key, gumbel_key = jax.random.split(key)
+    gumbel = gumbel_scale * jax.random.gumbel(gumbel_key, root.prior_logits.shape, root.prior_logits.dtype)
+    tree = mctx.search(
+        params=params,
+        rng_key=key,
+        root=root,
+        recurrent_fn=recurrent_fn,
+        root_action_selection_fn=functools.partial(
+            mctx.gumbel_muzero_root_action_selection,
+            num_simulations=num_simulations,
+            max_num_considered_actions=num_candidates,
+            qtransform=qtransform,
+        ),
+        interior_action_selection_fn=interior_selection
+        or functools.partial(masked_interior_selection, qtransform=qtransform),
+        num_simulations=num_simulations,
+        extra_data=mctx.GumbelMuZeroExtraData(root_gumbel=gumbel),
+    )
+    visits = tree.summary().visit_counts
+    completed_q = jax.vmap(qtransform, in_axes=[0, None])(tree, tree.ROOT_INDEX)
+    # The survivors of sequential halving are the candidates with the most visits; among them the
+    # pick maximises g + logits + σ(q̂) (mctx's `score_considered`).
+    survivor = visits == jnp.max(visits, axis=-1, keepdims=True)
+    choice = jnp.argmax(jnp.where(survivor, gumbel + root.prior_logits + completed_q, -jnp.inf), axis=-1)
+    candidates = root.embedding.children_actions
+    return SearchOutput(
+        action=jnp.take_along_axis(candidates, choice[:, None, None], axis=1)[:, 0],
+        policy=jax.nn.softmax(root.prior_logits + completed_q),
+        value=tree.node_values[:, tree.ROOT_INDEX],
+        raw_value=tree.raw_values[:, tree.ROOT_INDEX],
+        candidates=candidates,
+        tree=tree,
+    )
+
+
+class ContinuousModelFns(ModelFns):
+    """The network seen by the sampled search: K sampled candidates at the root (with prior logits
+    0, the reference's uniform root prior), `interior_children` samples from each expanded node's
+    own policy (no widening) in the remaining nodes."""
+
+    def __init__(self, net: EZNet, net_cfg: NetworkConfig, discount: float, search_cfg: SearchConfig):
+        super().__init__(net, net_cfg, discount)
+        self.num_candidates = search_cfg.num_sampled_actions
+        self.policy_candidates = search_cfg.policy_sampled_actions
+        self.wide_std = search_cfg.wide_std_scale
+        self.interior_children = min(search_cfg.interior_children, self.num_candidates)
+
+    def root_candidates(self, key: jax.Array, policy_outputs: jax.Array, widen: bool) -> jax.Array:
+        """[B, K, dim]: `policy_sampled_actions` from π and the rest from π with `wide_std_scale`·σ
+        (acting and reanalysis), or all K from π (evaluation)."""
+        if not widen:
+            return gaussian.sample(key, policy_outputs, self.num_candidates)
+        k1, k2 = jax.random.split(key)
+        narrow = gaussian.sample(k1, policy_outputs, self.policy_candidates)
+        wide = gaussian.sample(k2, policy_outputs, self.num_candidates - self.policy_candidates, self.wide_std)
+        return jnp.concatenate([narrow, wide], axis=1)
+
+    def root(self, variables: Any, obs: jax.Array, key: jax.Array, widen: bool) -> mctx.RootFnOutput:
+        latent = self.net.apply(variables, obs, method=EZNet.represent)
+        outputs, value_logits = self.net.apply(variables, latent, method=EZNet.predict)
+        return self.root_from_outputs(latent, outputs, self.decode_value(value_logits), key, widen)
+
+    def root_from_outputs(self, latent, policy_outputs, value, key=None, widen: bool = True) -> mctx.RootFnOutput:
+        root = super().root_from_outputs(latent, policy_outputs, value)
+        candidates = self.root_candidates(key, policy_outputs, widen)
+        return root.replace(
+            prior_logits=jnp.zeros(candidates.shape[:2], jnp.float32),
+            embedding=root.embedding.replace(children_actions=candidates),
+        )
+
+    def recurrent_fn(self, variables: Any, key: jax.Array, action: jax.Array, emb: Embedding):
+        real_action = jnp.take_along_axis(emb.children_actions, action[:, None, None], axis=1)[:, 0]
+        reward, outputs, value, child = self.expand(variables, real_action, emb)
+        batch, dim = real_action.shape
+        children = gaussian.sample(key, outputs, self.interior_children)
+        pad = self.num_candidates - self.interior_children
+        children = jnp.concatenate([children, jnp.zeros((batch, pad, dim), children.dtype)], axis=1)
+        prior_logits = jnp.concatenate(
+            [jnp.zeros((batch, self.interior_children)), jnp.full((batch, pad), MASKED_LOGIT)], axis=1
+        )
+        out = mctx.RecurrentFnOutput(
+            reward=reward, discount=jnp.full_like(reward, self.discount), prior_logits=prior_logits, value=value
+        )
+        return out, child.replace(children_actions=children)

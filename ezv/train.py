@@ -33,7 +33,7 @@ def resolve_config(argv: Sequence[str]) -> Config:
     pre.add_argument("--preset", default="auto")
     known, _ = pre.parse_known_args(argv)
     if known.preset == "auto":
-        preset = preset_name_for(envs.domain_of(known.env_id))
+        preset = preset_name_for(envs.domain_of(known.env_id), envs.has_continuous_actions(known.env_id))
     elif known.preset in PRESETS:
         preset = known.preset
     else:
@@ -62,7 +62,7 @@ def train(cfg: Config) -> str:
     from ezv.agent import Agent, summarize_chunk
 
     env = envs.make(cfg.env_id, cfg.num_envs, cfg.seed, **cfg.env_options)
-    validate(cfg, env.spec.action_space.n if env.spec.discrete else None)
+    validate(cfg, env.spec.action_space.n if env.spec.discrete else None, continuous=not env.spec.discrete)
     eval_env = envs.make(cfg.env_id, cfg.eval_episodes, cfg.seed + 10_000, evaluation=True, **cfg.env_options)
     run_dir = logger.create_run_dir(cfg.run_dir or logger.default_run_dir(cfg.env_id, cfg.seed))
     cfg = dataclasses.replace(cfg, run_dir=run_dir)

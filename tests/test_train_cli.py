@@ -26,6 +26,20 @@ def test_the_preset_follows_the_env_domain_and_flags_override_it():
     assert resolve_config(["--env-id", "Breakout-MinAtar"]).preset == "minatar"
 
 
+@pytest.mark.parametrize("env_id", ["dmc/CheetahRun", "CheetahRun-v1"])
+def test_dmc_ids_of_both_backends_get_the_dmc_state_preset(env_id):
+    cfg = resolve_config(["--env-id", env_id])
+    assert cfg.preset == "dmc_state" and cfg.network.architecture == "mlp" and cfg.network.latent_dim == 128
+    assert cfg.learner.optimizer == "adam" and cfg.learner.learning_rate == 3e-4 and cfg.learner.entropy_coef == 5e-2
+    assert cfg.search.num_simulations == 32 and cfg.search.num_sampled_actions == 16 and cfg.search.gumbel_scale == 0
+    assert cfg.network.value_bins == cfg.network.reward_bins == 51
+
+
+def test_continuous_classic_tasks_get_the_small_control_preset():
+    assert resolve_config(["--env-id", "Pendulum-v1"]).preset == "control"
+    assert resolve_config(["--env-id", "dmc/CartpoleBalance", "--preset", "control"]).preset == "control"
+
+
 def test_a_short_run_writes_config_and_metrics(tmp_path):
     run_dir = str(tmp_path / "run")
     main(["--env-id", "CartPole-v1", "--seed", "1", "--run-dir", run_dir, *TINY_FLAGS])
@@ -80,3 +94,17 @@ def test_an_existing_run_directory_is_never_overwritten(tmp_path, capsys):
     assert "already exists" in err
     assert (run_dir / "metrics.jsonl").read_text() == "precious\n"
 
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--search.interior-children", "0"], "--search.interior-children"),
+        (["--search.policy-sampled-actions", "20"], "--search.policy-sampled-actions"),
+        (["--network.architecture", "conv"], "mlp for continuous control"),
+    ],
+)
+def test_impossible_continuous_settings_fail_before_compiling(flags, named, capsys, tmp_path):
+    err = run_main(["--env-id", "Pendulum-v1", "--run-dir", str(tmp_path / "r"), *flags], capsys)
+    assert named in err
+    assert not (tmp_path / "r").exists()

@@ -8,7 +8,16 @@ See `ezv.envs.core` for the contract (including the auto-reset semantics).
 """
 
 from ezv.envs.core import Box, Discrete, EnvSpec, TimeStep, VecEnv
-from ezv.envs.registry import BACKENDS, EnvOptionError, UnknownEnvError, backend_of, domain_of, known_env_ids, make
+from ezv.envs.registry import (
+    BACKENDS,
+    EnvOptionError,
+    UnknownEnvError,
+    backend_of,
+    domain_of,
+    has_continuous_actions,
+    known_env_ids,
+    make,
+)
 
 __all__ = [
     "BACKENDS",
@@ -21,6 +30,7 @@ __all__ = [
     "VecEnv",
     "backend_of",
     "domain_of",
+    "has_continuous_actions",
     "known_env_ids",
     "make",
 ]

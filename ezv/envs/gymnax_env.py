@@ -35,6 +35,14 @@ def gymnax_domain(env_id: str) -> str:
     return "classic"
 
 
+def has_continuous_actions(env_id: str) -> bool:
+    import gymnax
+    from gymnax.environments import spaces
+
+    env, params = gymnax.make(env_id)
+    return isinstance(env.action_space(params), spaces.Box)
+
+
 def known_ids() -> list[str]:
     import gymnax
 

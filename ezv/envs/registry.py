@@ -116,6 +116,16 @@ def domain_of(env_id: str) -> str:
     return {"envpool-atari": "atari", "envpool-dmc": "dmc", "playground": "dmc", "brax": "brax"}[backend]
 
 
+def has_continuous_actions(env_id: str) -> bool:
+    """Whether `env_id` takes a continuous action vector, without building a batched env."""
+    backend = backend_of(env_id)
+    if backend == "gymnax":
+        from ezv.envs.gymnax_env import has_continuous_actions as gymnax_continuous
+
+        return gymnax_continuous(env_id)
+    return backend != "envpool-atari"
+
+
 def _unknown_message(env_id: str) -> str:
     ids = known_env_ids()
     by_lower = {i.lower(): i for i in ids}
