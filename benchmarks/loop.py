@@ -2,6 +2,7 @@
 
     python -m benchmarks loop --env-id CartPole-v1 [--chunks 3] [--iterations 125] [--json out.json]
     python -m benchmarks loop --env-id Breakout-v5 --iterations 4 --chunks 1
+    python -m benchmarks loop --env-id dmc/CartpoleBalance --preset control
 
 Measures the compiled training chunk (acting + learning, steady state, compile time apart),
 then times each stage of an iteration as its own jitted function on the same state: acting
@@ -20,7 +21,6 @@ import jax
 import ezv.envs as envs
 from benchmarks.common import print_table, save_json, time_compiled
 from ezv.agent import Agent
-from ezv.config import PRESETS, preset_name_for
 from ezv.train import resolve_config
 
 
@@ -47,8 +47,10 @@ def measure(env_id: str, iterations: int, chunks: int, extra_flags: list[str]) -
     state = agent.init(jax.random.PRNGKey(0))
     compiled = agent.train_chunk.lower(state).compile()
     compile_s = time.perf_counter() - start
-    # The first chunk fills the replay past `learning_starts`; time the ones after it.
+    # Fill the replay past `learning_starts` (and run one chunk beyond), then time the chunks after it.
     state, _ = compiled(state)
+    while int(state.iteration) * cfg.num_envs < cfg.learning_starts:
+        state, _ = compiled(state)
     jax.block_until_ready(state.params)
     updates0 = int(state.updates)
     start = time.perf_counter()
@@ -107,8 +109,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", default=None)
     args, extra = parser.parse_known_args(argv)
-    preset = PRESETS[preset_name_for(envs.domain_of(args.env_id))]()
-    iterations = args.iterations or (4 if preset.preset == "atari" else 125)
+    preset = resolve_config(["--env-id", args.env_id, *extra]).preset
+    # The reference-sized presets are slow on a CPU: time a few iterations only.
+    iterations = args.iterations or (4 if preset in ("atari", "dmc_state") else 125)
     chunks = 1 if args.quick else args.chunks
     row = measure(args.env_id, iterations, chunks, extra)
     print_table(
