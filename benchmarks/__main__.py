@@ -9,10 +9,15 @@ import importlib
 import sys
 
 SUBCOMMANDS = {
+    "all": "every benchmark below (but learning) with the ceiling analysis and a markdown summary",
+    "peak": "the device's measured matmul peak",
     "envs": "env steps/s per backend inside a jitted scan",
-    "loop": "full-loop env steps/s, updates/s and a per-stage profile of one preset",
+    "search": "search simulations/s and roots/s vs batch size (Atari and DMC networks)",
+    "loop": "full-loop env steps/s, updates/s, stage split (learner) and model FLOPs of one preset",
+    "seeds": "wall-clock of N = 1, 4, 8 seeds vmapped in one program",
     "learning": "evaluation return vs env steps and wall-clock over seeds",
 }
+MODULES = {"all": "suite"}
 
 
 def main() -> None:
@@ -21,7 +26,7 @@ def main() -> None:
         for name, what in SUBCOMMANDS.items():
             print(f"  {name:10s} {what}")
         sys.exit(0 if len(sys.argv) >= 2 and sys.argv[1] in ("-h", "--help") else 2)
-    module = importlib.import_module(f"benchmarks.{sys.argv[1]}")
+    module = importlib.import_module(f"benchmarks.{MODULES.get(sys.argv[1], sys.argv[1])}")
     module.main(sys.argv[2:])
 
 

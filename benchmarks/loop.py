@@ -20,6 +20,7 @@ import jax
 
 import ezv.envs as envs
 from benchmarks.common import print_table, save_json, time_compiled
+from benchmarks.flops import loop_flops
 from ezv.agent import Agent
 from ezv.train import resolve_config
 
@@ -40,7 +41,10 @@ def build(env_id: str, iterations: int, extra_flags: list[str]) -> Agent:
     return Agent(cfg, env)
 
 
-def measure(env_id: str, iterations: int, chunks: int, extra_flags: list[str]) -> dict:
+def measure(
+    env_id: str, iterations: int, chunks: int, extra_flags: list[str], with_flops: bool = True,
+    profile_dir: str | None = None,
+) -> dict:
     agent = build(env_id, iterations, extra_flags)
     cfg = agent.cfg
     start = time.perf_counter()
@@ -62,32 +66,16 @@ def measure(env_id: str, iterations: int, chunks: int, extra_flags: list[str]) -
     updates = int(state.updates) - updates0
     L = cfg.learner
     roots_per_update = L.batch_size * (L.unroll_steps + 1)
-
-    # Stage timings on the same state (each its own jitted function; no donation).
-    key = jax.random.PRNGKey(1)
-    act = jax.jit(agent.act)
-    sample = jax.jit(agent.sample_batch)
-    idx, weights, window = sample(state.replay, key)
-    reanalyse = jax.jit(agent.reanalyse)
-    targets, _ = reanalyse(state, window, key)
-    gradient = jax.jit(agent.gradient_step)
-    stages = {
-        "act (per iteration)": time_compiled(act, state)[1],
-        "sample windows": time_compiled(sample, state.replay, key)[1],
-        "reanalyse": time_compiled(reanalyse, state, window, key)[1],
-        "gradient step": time_compiled(gradient, state, window, targets, weights, key)[1],
-    }
+    stages = stage_times(agent, state, profile_dir)
     per_iteration = {
-        "act (per iteration)": stages["act (per iteration)"],
-        "sample windows": stages["sample windows"] * cfg.updates_per_iteration / cfg.learn_every,
-        "reanalyse": stages["reanalyse"] * cfg.updates_per_iteration / cfg.learn_every,
-        "gradient step": stages["gradient step"] * cfg.updates_per_iteration / cfg.learn_every,
+        name: ms * (1 if name.startswith("act") else cfg.updates_per_iteration / cfg.learn_every)
+        for name, ms in stages.items()
     }
     total = sum(per_iteration.values())
-    return dict(
+    row = dict(
         env_id=env_id,
         preset=cfg.preset,
-        device=str(jax.devices()[0].device_kind if hasattr(jax.devices()[0], "device_kind") else jax.devices()[0]),
+        device=device_kind(),
         num_envs=cfg.num_envs,
         batch_size=L.batch_size,
         simulations=agent.num_simulations,
@@ -96,9 +84,50 @@ def measure(env_id: str, iterations: int, chunks: int, extra_flags: list[str]) -
         env_steps_per_s=env_steps / loop_s,
         updates_per_s=updates / loop_s,
         reanalysed_roots_per_s=updates * roots_per_update / loop_s,
-        stage_ms={k: 1e3 * v for k, v in stages.items()},
+        stage_ms=stages,
         stage_share={k: v / total for k, v in per_iteration.items()},
     )
+    if with_flops:
+        flops = loop_flops(agent, state)
+        row["flops"] = flops
+        row["achieved_tflops"] = (flops["update"] * row["updates_per_s"]
+                                  + flops["act_per_iteration"] * row["env_steps_per_s"] / cfg.num_envs) / 1e12
+    return row
+
+
+def device_kind() -> str:
+    device = jax.devices()[0]
+    return str(getattr(device, "device_kind", device))
+
+
+def stage_times(agent: Agent, state, profile_dir: str | None = None) -> dict[str, float]:
+    """Milliseconds per call of each stage of an iteration, each its own jitted function on
+    `state` (no donation): acting (search over all envs + env step + replay write), sampling
+    windows, the reanalysis search (target-network encoding of every window position + one
+    search over batch x (K+1) roots), building the targets, and the gradient step."""
+    key = jax.random.PRNGKey(1)
+    act = jax.jit(agent.act)
+    sample = jax.jit(agent.sample_batch)
+    idx, weights, window = sample(state.replay, key)
+    search = jax.jit(agent.reanalysis_search)
+    values, out = search(state, window, key)
+    build_targets = jax.jit(agent.build_targets)
+    targets, _ = build_targets(state, window, values, out)
+    gradient = jax.jit(agent.gradient_step)
+    seconds = {
+        "act (per iteration)": time_compiled(act, state)[1],
+        "sample windows": time_compiled(sample, state.replay, key)[1],
+        "reanalysis search": time_compiled(search, state, window, key)[1],
+        "targets": time_compiled(build_targets, state, window, values, out)[1],
+        "gradient step": time_compiled(gradient, state, window, targets, weights, key)[1],
+    }
+    if profile_dir:
+        # One call of each stage under the profiler (XProf/TensorBoard trace), compiled already.
+        with jax.profiler.trace(profile_dir):
+            jax.block_until_ready(act(state))
+            jax.block_until_ready(search(state, window, key))
+            jax.block_until_ready(gradient(state, window, targets, weights, key))
+    return {k: 1e3 * v for k, v in seconds.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -110,8 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", default=None)
     args, extra = parser.parse_known_args(argv)
     preset = resolve_config(["--env-id", args.env_id, *extra]).preset
-    # The reference-sized presets are slow on a CPU: time a few iterations only.
-    iterations = args.iterations or (4 if preset in ("atari", "dmc_state") else 125)
+    iterations = args.iterations or default_iterations(preset)
     chunks = 1 if args.quick else args.chunks
     row = measure(args.env_id, iterations, chunks, extra)
     print_table(
@@ -125,8 +153,35 @@ def main(argv: list[str] | None = None) -> dict:
         [dict(stage=k, ms_per_call=row["stage_ms"][k], share_of_iteration=row["stage_share"][k]) for k in row["stage_ms"]],
         ["stage", "ms_per_call", "share_of_iteration"],
     )
+    print_flops(row)
     save_json(args.json, "loop", [row])
     return row
+
+
+def default_iterations(preset: str) -> int:
+    """Iterations per timed chunk: the reference-sized presets are slow on a CPU (a few only)."""
+    big = preset in ("atari", "dmc_state")
+    if jax.default_backend() == "cpu":
+        return 4 if big else 125
+    return 50 if big else 250
+
+
+def projected_hours(row: dict, total_env_steps: int = 100_000, offline_updates: int = 20_000) -> float:
+    """Wall-clock of a 100k run at the measured rates: collection (acting + learning at the
+    preset's replay ratio) plus the reference's offline updates; evaluation not counted."""
+    return (total_env_steps / row["env_steps_per_s"] + offline_updates / row["updates_per_s"]) / 3600
+
+
+def print_flops(row: dict, peak_tflops: float | None = None) -> None:
+    if "flops" not in row:
+        return
+    f = row["flops"]
+    line = (f"model FLOPs per update {f['update'] / 1e9:,.1f} G (reanalysis encode {f['reanalysis_encode_per_update'] / 1e9:,.1f}"
+            f" + search {f['reanalysis_search_per_update'] / 1e9:,.1f} + gradient {f['gradient_per_update'] / 1e9:,.1f});"
+            f" acting {f['act_per_iteration'] / 1e9:,.2f} G per iteration; achieved {row['achieved_tflops']:.3g} TFLOP/s")
+    if peak_tflops:
+        line += f" = {100 * row['achieved_tflops'] / peak_tflops:.2g}% of the measured matmul peak ({peak_tflops:.3g})"
+    print(line)
 
 
 if __name__ == "__main__":

@@ -83,12 +83,29 @@ def _push_frame(frames: jax.Array, ts: TimeStep) -> jax.Array:
 class Agent:
     """Static parts of a run (config, networks, env functions) and its pure functions."""
 
-    def __init__(self, cfg: Config, env: VecEnv, eval_env: VecEnv | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        env: VecEnv,
+        eval_env: VecEnv | None = None,
+        *,
+        seeds_sharing_env: int = 1,
+        num_devices: int = 1,
+        axis_name: str | None = None,
+    ):
+        """`env` steps this state's envs, or the envs of `seeds_sharing_env` states at once (an
+        envpool pool split by seed, see `ezv.program`). With `num_devices` > 1 this is one
+        device's part of a data-parallel run: `env` holds that device's envs, the learner takes
+        batch_size / num_devices windows from the device's own replay, and gradients and
+        normalisation statistics are averaged over the mesh axis `axis_name`."""
         self.cfg = cfg
         self.env = env
         self.eval_env = eval_env
         self.spec = env.spec
-        self.num_envs = env.num_envs
+        self.num_envs = env.num_envs // seeds_sharing_env
+        self.num_devices = num_devices
+        self.axis_name = axis_name
+        self.batch_size = cfg.learner.batch_size // num_devices
         self.frame_stack = env.spec.frame_stack
         space = env.spec.action_space
         self.continuous = not isinstance(space, Discrete)
@@ -109,12 +126,20 @@ class Agent:
             self.continuous_loss = None
         self.optimizer = make_optimizer(cfg)
         self.num_simulations = cfg.search.simulations_for(self.num_actions)
-        self.rows_per_env = cfg.replay.capacity // self.num_envs
+        self.rows_per_env = cfg.replay.capacity // cfg.num_envs  # the capacity counts every env of the run
         self.window = cfg.learner.unroll_steps + cfg.learner.td_steps + 1
         self.augment = cfg.learner.augment and env.spec.is_image
         self.train_chunk = jax.jit(self._train_chunk, donate_argnums=0)
         self.offline_chunk = jax.jit(self._offline_chunk, static_argnums=1, donate_argnums=0)
         self.evaluate = jax.jit(self._evaluate)
+        # Seed sweeps: the same functions vmapped over a leading seed axis of the state (pure-JAX
+        # envs). All seeds take the same number of steps, so the chunk's start step is shared.
+        self.init_seeds = jax.jit(jax.vmap(self.init))
+        self.train_chunk_seeds = jax.jit(jax.vmap(self._train_chunk_from, in_axes=(0, None)), donate_argnums=0)
+        self.offline_chunk_seeds = jax.jit(
+            jax.vmap(self._offline_chunk, in_axes=(0, None)), static_argnums=1, donate_argnums=0
+        )
+        self.evaluate_seeds = jax.jit(jax.vmap(self._evaluate))
 
     # --- shapes ---------------------------------------------------------------------------
 
@@ -127,12 +152,23 @@ class Agent:
 
     # --- init -----------------------------------------------------------------------------
 
-    def init(self, key: jax.Array) -> TrainState:
-        net_key, env_key, state_key = jax.random.split(key, 3)
+    def init(self, key: jax.Array, shard: jax.Array | int = 0) -> TrainState:
+        """A fresh run's state. `shard` is the device index of a data-parallel run: every device
+        starts from the same networks (they come from `key` alone) with its own envs and rng."""
+        env_key = jax.random.split(key, 3)[1]
+        if self.num_devices > 1:
+            env_key = jax.random.fold_in(env_key, shard)
+        env_state, ts = self.env.reset(env_key)
+        return self.init_with_env(key, env_state, ts, shard)
+
+    def init_with_env(self, key: jax.Array, env_state: Any, ts: TimeStep, shard: jax.Array | int = 0) -> TrainState:
+        """`init` around envs that are already reset (an env shared by several seeds' states)."""
+        net_key, _, state_key = jax.random.split(key, 3)
+        if self.num_devices > 1:
+            state_key = jax.random.fold_in(state_key, shard)
         obs = jnp.zeros((1,) + self.stacked_obs_shape, self.spec.obs_dtype)
         variables = self.net.init(net_key, obs, jnp.zeros((1,) + self.action_shape, self.action_dtype))
         params, batch_stats = variables["params"], variables.get("batch_stats", {})
-        env_state, ts = self.env.reset(env_key)
         frames = jnp.broadcast_to(ts.obs[:, None], (self.num_envs, self.frame_stack) + ts.obs.shape[1:])
         state = TrainState(
             params=params,
@@ -154,6 +190,23 @@ class Agent:
         # The state is donated to the compiled chunk leaf by leaf, so no two leaves may share a
         # buffer (the target starts as the online network; env resets reuse zero arrays).
         return jax.tree.map(jnp.copy, state)
+
+    def restart_envs(self, state: TrainState, key: jax.Array) -> TrainState:
+        """Start every env on a fresh episode (a resumed run whose env state lives outside JAX).
+        The newest stored row becomes its episode's final observation (a truncation: targets
+        bootstrap from it), so no transition links it to the new episode."""
+        env_state, ts = self.env.reset(key)
+        return self.adopt_envs(state, env_state, ts)
+
+    def adopt_envs(self, state: TrainState, env_state: Any, ts: TimeStep) -> TrainState:
+        newest = (state.replay.cursor - 1) % state.replay.rows
+        written = state.replay.step[newest] >= 0
+        replay = state.replay.replace(
+            last=state.replay.last.at[newest].set(state.replay.last[newest] | written),
+            priority=state.replay.priority.at[newest].set(jnp.where(written, 0.0, state.replay.priority[newest])),
+        )
+        frames = jnp.broadcast_to(ts.obs[:, None], state.frames.shape).astype(state.frames.dtype)
+        return state.replace(env_state=env_state, timestep=ts, frames=frames, replay=replay)
 
     # --- search ---------------------------------------------------------------------------
 
@@ -195,12 +248,18 @@ class Agent:
 
     # --- act ------------------------------------------------------------------------------
 
-    def act(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+    def decide(self, state: TrainState) -> tuple[TrainState, SearchOutput]:
+        """Search from the current observations with the online network (acting settings)."""
         key, search_key = jax.random.split(state.key)
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         obs = _stack_obs(state.frames, self.frame_stack)
         out = self.search(variables, search_key, obs, self.cfg.search.gumbel_scale)
-        env_state, ts = self.env.step(state.env_state, self.env_action(out.action))
+        return state.replace(key=key), out
+
+    def record(
+        self, state: TrainState, out: SearchOutput, env_state: Any, ts: TimeStep
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        """Write the transition that `out.action` led to (one replay row per env) and move on."""
         prev = state.timestep
         replay = replay_lib.add(
             state.replay,
@@ -220,7 +279,6 @@ class Agent:
             "network_value": jnp.mean(out.raw_value),
         }
         new_state = state.replace(
-            key=key,
             env_state=env_state,
             timestep=ts,
             frames=_push_frame(state.frames, ts),
@@ -229,26 +287,30 @@ class Agent:
         )
         return new_state, metrics
 
+    def act(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+        """Search, step every env, store the transitions."""
+        state, out = self.decide(state)
+        env_state, ts = self.env.step(state.env_state, self.env_action(out.action))
+        return self.record(state, out, env_state, ts)
+
     # --- learn ----------------------------------------------------------------------------
 
     def sample_batch(self, replay: replay_lib.Replay, key: jax.Array) -> tuple[jax.Array, jax.Array, replay_lib.Window]:
         """Prioritised start rows, their importance weights and windows of unroll + td + 1 positions."""
-        R, B = self.cfg.replay, self.cfg.learner.batch_size
+        R, B = self.cfg.replay, self.batch_size
         # A start row needs its whole window written: position K + n must exist.
         min_age = self.window - 1
         idx, weights = replay_lib.sample(replay, key, B, R.alpha, R.beta, R.min_weight, min_age)
         return idx, weights, replay_lib.gather(replay, idx, self.window, self.frame_stack)
 
-    def reanalyse(self, state: TrainState, w: replay_lib.Window, key: jax.Array) -> tuple[Targets, jax.Array]:
-        """Targets of a batch of windows from the target network (reference §4).
+    def reanalysis_search(self, state: TrainState, w: replay_lib.Window, key: jax.Array) -> tuple[jax.Array, SearchOutput]:
+        """The target network's view of a batch of windows (reference §4): it encodes every window
+        position once, and one batched search runs over all B*(K+1) unroll positions.
 
-        The target network encodes every window position once: its values give the n-step
-        bootstraps, and one batched search over all B*(K+1) unroll positions gives the policy
-        targets π′ and the search values (SVE). Returns (targets without the projection
-        targets, which the online network computes in the loss; per-sample TD choice [B]).
+        Returns (decoded values of every position [B, P], the search over the unroll positions).
         """
-        cfg, L = self.cfg, self.cfg.learner
-        K, n, B, P = L.unroll_steps, L.td_steps, L.batch_size, self.window
+        L = self.cfg.learner
+        K, B, P = L.unroll_steps, self.batch_size, self.window
         variables = {"params": state.target_params, "batch_stats": state.target_batch_stats}
         latents = self.net.apply(variables, w.obs.reshape((B * P,) + w.obs.shape[2:]), method=EZNet.represent)
         logits, value_logits = self.net.apply(variables, latents, method=EZNet.predict)
@@ -263,14 +325,23 @@ class Agent:
             root = self.model.root_from_outputs(*roots, key=root_key, widen=True)
         else:
             root = self.model.root_from_outputs(*roots)
-        search = self.search_roots(variables, key, root, cfg.search.gumbel_scale)
+        search = self.search_roots(variables, key, root, self.cfg.search.gumbel_scale)
+        return values.reshape(B, P), search.replace(tree=None)
 
+    def build_targets(
+        self, state: TrainState, w: replay_lib.Window, values: jax.Array, search: SearchOutput
+    ) -> tuple[Targets, jax.Array]:
+        """Value, reward and policy targets from the reanalysis (reference §4). Returns (targets
+        without the projection targets, which the online network computes in the loss;
+        per-sample TD choice [B])."""
+        cfg, L = self.cfg, self.cfg.learner
+        K, n, B = L.unroll_steps, L.td_steps, self.batch_size
         mask = targets_lib.unroll_mask(w, K)
         terminal = w.terminal[:, : K + 1]
-        td = targets_lib.n_step_returns(w, values.reshape(B, P), K, n, L.discount)
+        td = targets_lib.n_step_returns(w, values, K, n, L.discount)
         if L.value_target == "mixed":
             use_td = targets_lib.use_td_target(
-                w.step, state.iteration, state.updates, self.num_envs, L.mixed_start_updates, L.mixed_recent_env_steps
+                w.step, state.iteration, state.updates, cfg.num_envs, L.mixed_start_updates, L.mixed_recent_env_steps
             )
         else:
             use_td = jnp.full((B,), L.value_target == "td")
@@ -289,11 +360,17 @@ class Agent:
             )
         return tgt, use_td
 
+    def reanalyse(self, state: TrainState, w: replay_lib.Window, key: jax.Array) -> tuple[Targets, jax.Array]:
+        """Targets of a batch of windows from the target network: `reanalysis_search`, then
+        `build_targets`."""
+        values, search = self.reanalysis_search(state, w, key)
+        return self.build_targets(state, w, values, search)
+
     def gradient_step(
         self, state: TrainState, w: replay_lib.Window, tgt: Targets, weights: jax.Array, key: jax.Array
     ) -> tuple[TrainState, dict[str, jax.Array], jax.Array]:
         """One optimiser step on the EZ-V2 loss. Returns (state, loss metrics, decoded v̂(s_0) [B])."""
-        L, K, B = self.cfg.learner, self.cfg.learner.unroll_steps, self.cfg.learner.batch_size
+        L, K, B = self.cfg.learner, self.cfg.learner.unroll_steps, self.batch_size
         obs0 = w.obs[:, 0]
         next_obs = w.obs[:, 1 : K + 1]
         key, entropy_key = jax.random.split(key)
@@ -332,6 +409,11 @@ class Agent:
             return loss, (metrics, updated["batch_stats"], value[:, 0])
 
         (_, (metrics, batch_stats, value0_logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        if self.axis_name is not None:
+            # Data parallel: every device applies the mean gradient of the global batch, and keeps
+            # the same normalisation statistics, so the replicas stay identical.
+            grads = jax.lax.pmean(grads, self.axis_name)
+            batch_stats = jax.lax.pmean(batch_stats, self.axis_name)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         state = state.replace(
             params=optax.apply_updates(state.params, updates), batch_stats=batch_stats, opt_state=opt_state
@@ -367,26 +449,42 @@ class Agent:
         return state, metrics
 
     def _learn_many(self, state: TrainState, count: int) -> tuple[TrainState, dict[str, jax.Array]]:
-        state, metrics = jax.lax.scan(lambda s, _: self.learn(s), state, None, length=count)
-        return state, jax.tree.map(jnp.mean, metrics)
+        # Metrics per update ([count]): a divergence is reported at the exact update.
+        return jax.lax.scan(lambda s, _: self.learn(s), state, None, length=count)
 
     # --- the scanned program --------------------------------------------------------------
 
-    def iteration(self, state: TrainState, _: Any = None) -> tuple[TrainState, dict[str, jax.Array]]:
+    def iteration(self, state: TrainState, index: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+        """Act once, then learn if this is a learning iteration. `index` is the acting step this
+        iteration takes (= state.iteration). It comes from outside the state so that, when seeds
+        are vmapped, the learn/skip decision stays one unbatched `cond` and not a `select` that
+        would run the learner on every iteration."""
         state, act_metrics = self.act(state)
-        cfg = self.cfg
-        learning = (state.iteration * self.num_envs >= cfg.learning_starts) & (
-            state.iteration % cfg.learn_every == 0
-        )
-        learn = functools.partial(self._learn_many, count=cfg.updates_per_iteration)
-        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(learn, state)[1])
-        state, learn_metrics = jax.lax.cond(learning, learn, lambda s: (s, zeros), state)
-        learn_metrics["learning"] = learning.astype(jnp.float32)
+        state, learn_metrics = self.maybe_learn(state, index, self._learn_iteration)
         return state, {**act_metrics, **learn_metrics}
 
+    def _learn_iteration(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+        return self._learn_many(state, self.cfg.updates_per_iteration)
+
+    def maybe_learn(self, state: Any, index: jax.Array, learn: Any) -> tuple[Any, dict[str, jax.Array]]:
+        """`learn(state)` on the iterations the replay ratio asks for once `learning_starts` env
+        steps are collected (env steps count every env of the run), zeros of its metrics otherwise."""
+        cfg = self.cfg
+        done = index + 1  # acting steps taken after this iteration's
+        learning = (done * cfg.num_envs >= cfg.learning_starts) & (done % cfg.learn_every == 0)
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(learn, state)[1])
+        state, metrics = jax.lax.cond(learning, learn, lambda s: (s, zeros), state)
+        learning = jnp.broadcast_to(learning.astype(jnp.float32), jax.tree.leaves(zeros)[0].shape)
+        return state, {**metrics, "learning": learning}
+
+    def _train_chunk_from(self, state: TrainState, start: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+        """`iterations_per_chunk` iterations starting at acting step `start`; metrics stacked over
+        iterations."""
+        indices = start + jnp.arange(self.cfg.iterations_per_chunk, dtype=jnp.int32)
+        return jax.lax.scan(self.iteration, state, indices)
+
     def _train_chunk(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
-        """`iterations_per_chunk` iterations; metrics stacked over iterations."""
-        return jax.lax.scan(self.iteration, state, None, length=self.cfg.iterations_per_chunk)
+        return self._train_chunk_from(state, state.iteration)
 
     def _offline_chunk(self, state: TrainState, count: int) -> tuple[TrainState, dict[str, jax.Array]]:
         """`count` learner updates without acting (the reference's offline phase after collection)."""
@@ -435,8 +533,11 @@ class Agent:
         return {"returns": returns, "lengths": lengths, "finished": done}
 
 
+LOSS_TERMS = ("loss", "value_loss", "policy_loss", "reward_loss", "consistency_loss", "policy_entropy", "grad_norm")
+
+
 def summarize_chunk(metrics: dict[str, Any]) -> dict[str, float]:
-    """Host-side reduction of one chunk's stacked per-iteration metrics."""
+    """Host-side reduction of one chunk's stacked per-iteration metrics (one seed)."""
     import numpy as np
 
     m = {k: np.asarray(v) for k, v in metrics.items()}
@@ -449,9 +550,24 @@ def summarize_chunk(metrics: dict[str, Any]) -> dict[str, float]:
     }
     learning = m["learning"] > 0
     if learning.any():
-        for name in ("loss", "value_loss", "policy_loss", "reward_loss", "consistency_loss", "policy_entropy",
-                     "grad_norm", "td_fraction", "target_value", "importance_weight"):
+        for name in (*LOSS_TERMS, "td_fraction", "target_value", "importance_weight"):
             if name in m:
                 out[name] = float(m[name][learning].mean())
     return out
 
+
+def first_nonfinite(metrics: dict[str, Any]) -> tuple[int, str] | None:
+    """(how many updates of this block came before the first non-finite loss term, that term)
+    or None. `metrics` are one seed's learner metrics with a `learning` mask of the same shape."""
+    import numpy as np
+
+    learning = np.asarray(metrics["learning"]).reshape(-1) > 0
+    bad = np.zeros_like(learning)
+    names = [n for n in LOSS_TERMS if n in metrics]
+    for name in names:
+        bad |= ~np.isfinite(np.asarray(metrics[name]).reshape(-1)) & learning
+    if not bad.any():
+        return None
+    first = int(np.argmax(bad))
+    term = next(n for n in names if not np.isfinite(np.asarray(metrics[n]).reshape(-1)[first]))
+    return int(learning[:first].sum()), term

@@ -154,6 +154,21 @@ class Config:
     eval_episodes: int = 10
     env_options: dict[str, int | float | bool | str] = dataclasses.field(default_factory=dict)
     quiet: bool = False  # no progress bar (logs still go to metrics.jsonl and stdout lines)
+    # Checkpoints (RUN_DIR/checkpoints): every this many env steps (None: every --eval-interval;
+    # 0: only at the end), and during the offline phase every this many updates; keep the newest k.
+    checkpoint_interval: int | None = None
+    keep_checkpoints: int = 2
+    # Continue the run in this directory from its newest checkpoint (--resume-step: another one);
+    # its config.yaml is the base config, flags given with --resume override the changeable fields.
+    resume: str | None = None
+    resume_step: int | None = None
+    # Train this many independent seeds (seed, seed+1, ...) in one compiled program (jax.vmap).
+    num_seeds: int = 1
+    # Data-parallel over this many local devices (learner batch and envs split across devices).
+    devices: int = 1
+    tensorboard: bool = True  # TensorBoard event files in RUN_DIR/tensorboard
+    wandb: bool = False  # also log to Weights & Biases (needs `pip install wandb`)
+    wandb_project: str = "ezv"
     network: NetworkConfig = NetworkConfig()
     search: SearchConfig = SearchConfig()
     replay: ReplayConfig = ReplayConfig()
@@ -168,6 +183,11 @@ class Config:
     @property
     def num_chunks(self) -> int:
         return math.ceil(self.total_env_steps / self.log_interval)
+
+    @property
+    def checkpoint_every(self) -> int:
+        """Env steps (and offline updates) between checkpoints; 0: only at the end."""
+        return self.eval_interval if self.checkpoint_interval is None else self.checkpoint_interval
 
     @property
     def updates_per_iteration(self) -> int:

@@ -43,9 +43,60 @@ def _plain(value: Any) -> Any:
     return str(value)  # dtypes, classes: their names
 
 
-def write_config(path: str, cfg: Any, extra: dict[str, Any]) -> None:
-    with open(os.path.join(path, "config.yaml"), "w") as f:
-        yaml.safe_dump({"config": _plain(cfg), **_plain(extra)}, f, sort_keys=False)
+def write_config(path: str, cfg: Any, extra: dict[str, Any], keep_previous: bool = False) -> None:
+    """Write config.yaml atomically; `keep_previous` (a resumed run) first keeps the old one as
+    config.<n>.yaml when the new one differs."""
+    target = os.path.join(path, "config.yaml")
+    text = yaml.safe_dump({"config": _plain(cfg), **_plain(extra)}, sort_keys=False)
+    if keep_previous and os.path.exists(target):
+        with open(target) as f:
+            old = f.read()
+        if old == text:
+            return
+        n = 1
+        while os.path.exists(os.path.join(path, f"config.{n}.yaml")):
+            n += 1
+        with open(os.path.join(path, f"config.{n}.yaml"), "w") as f:
+            f.write(old)
+    _write_atomic(target, text)
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def row_progress(row: dict[str, Any]) -> int:
+    """A metrics row's place on the checkpoint scale: env steps, plus offline updates after collection."""
+    return int(row.get("env_steps", 0)) + int(row.get("offline_updates", 0) if row.get("offline") else 0)
+
+
+def rewind_metrics(path: str, step: int) -> int:
+    """Before resuming from checkpoint `step`: keep the metrics rows up to it in metrics.jsonl and
+    move the later ones (work that the checkpoint does not hold, and a line cut by a kill) to
+    metrics.discarded.jsonl, so nothing is lost and nothing is counted twice. Returns how many moved."""
+    target = os.path.join(path, "metrics.jsonl")
+    if not os.path.exists(target):
+        return 0
+    keep, drop = [], []
+    with open(target) as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                drop.append(line if line.endswith("\n") else line + "\n")
+                continue
+            (keep if row_progress(row) <= step else drop).append(line)
+    if drop:
+        with open(os.path.join(path, "metrics.discarded.jsonl"), "a") as f:
+            f.write(f'{{"discarded_on_resume_from": {step}, "time": "{time.strftime("%Y-%m-%d %H:%M:%S")}"}}\n')
+            f.writelines(drop)
+        _write_atomic(target, "".join(keep))
+    return len(drop)
 
 
 class MetricsLog:
@@ -61,6 +112,69 @@ class MetricsLog:
 
     def close(self) -> None:
         self.file.close()
+
+
+class RunLog:
+    """Where a run's metrics rows go: metrics.jsonl always, TensorBoard event files (RUN_DIR/
+    tensorboard) unless `--no-tensorboard`, Weights & Biases with `--wandb`. Rows carry a `seed`;
+    with several seeds, TensorBoard and W&B tags are prefixed `seed<s>/`."""
+
+    SCALARS_SKIP = frozenset({"seed", "env_steps", "offline"})
+
+    def __init__(self, path: str, cfg: Any, purge_step: int | None = None):
+        self.jsonl = MetricsLog(path)
+        self.multi = cfg.num_seeds > 1
+        self.tb = None
+        self.wandb = None
+        if cfg.tensorboard:
+            from tensorboardX import SummaryWriter
+
+            # On resume, events past the checkpoint (work that is being redone) are purged.
+            self.tb = SummaryWriter(os.path.join(path, "tensorboard"), purge_step=purge_step)
+        if cfg.wandb:
+            self.wandb = _wandb_run(path, cfg)
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            self.jsonl.write(row)
+            prefix = f"seed{row['seed']}/" if self.multi else ""
+            step = row_progress(row)
+            scalars = {f"{prefix}{k}": v for k, v in row.items()
+                       if k not in self.SCALARS_SKIP and isinstance(v, (int, float)) and v is not None
+                       and not isinstance(v, bool)}
+            if self.tb is not None:
+                for name, value in scalars.items():
+                    self.tb.add_scalar(name, value, step)
+            if self.wandb is not None:
+                self.wandb.log(scalars, step=step)
+        if self.tb is not None:
+            self.tb.flush()
+
+    def close(self) -> None:
+        self.jsonl.close()
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def _wandb_run(path: str, cfg: Any):
+    try:
+        import wandb
+    except ImportError as e:
+        from ezv.config import ConfigError
+
+        raise ConfigError("--wandb needs the wandb package: pip install wandb (or drop --wandb).") from e
+    id_file = os.path.join(path, "wandb_id")
+    if os.path.exists(id_file):
+        with open(id_file) as f:
+            run_id = f.read().strip()
+    else:
+        run_id = wandb.util.generate_id()
+        with open(id_file, "w") as f:
+            f.write(run_id)
+    return wandb.init(project=cfg.wandb_project, id=run_id, resume="allow", dir=path, config=_plain(cfg),
+                      name=os.path.basename(os.path.normpath(path)))
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -88,7 +202,13 @@ class Progress:
             self.task = self.bar.add_task("train", total=total_env_steps, rates="", returns="")
             self.bar.start()
 
-    def update(self, row: dict[str, Any], steps_per_s: float, updates_per_s: float, eval_return: float | None) -> None:
+    def update(self, rows: list[dict[str, Any]], steps_per_s: float, updates_per_s: float,
+               eval_return: float | None) -> None:
+        """One chunk's rows (one per seed): the bar shows their mean returns."""
+        row = dict(rows[0])
+        for key in ("train_return_mean", "loss"):
+            values = [r[key] for r in rows if r.get(key) is not None]
+            row[key] = sum(values) / len(values) if values else None
         rates = f"{steps_per_s:,.0f} steps/s {updates_per_s:,.1f} upd/s"
         returns = f"train {_fmt(row.get('train_return_mean'))} eval {_fmt(eval_return)}"
         if self.bar is not None:

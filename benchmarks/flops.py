@@ -1,0 +1,76 @@
+"""FLOP counts of the training loop's parts, from XLA's cost analysis of loop-free functions.
+
+XLA counts a while loop's body once, so the search (a loop over simulations) is counted as
+its parts: root inference on the batch plus `num_simulations` recurrent-function calls (one
+dynamics + prediction step each). Tree bookkeeping (gathers, scatters, the Q transform) has
+few FLOPs and is left out: it costs time, not arithmetic, which is what the ceiling shows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from ezv.agent import Agent
+
+
+def cost_flops(fn: Callable, *args) -> float:
+    """FLOPs of one call of `fn(*args)` as XLA's cost analysis counts them after compiling."""
+    analysis = jax.jit(fn).lower(*args).compile().cost_analysis()
+    if isinstance(analysis, (list, tuple)):  # older jax: one dict per program
+        analysis = analysis[0]
+    return float(analysis.get("flops", 0.0))
+
+
+def _obs(agent: Agent, batch: int) -> jax.Array:
+    return jnp.zeros((batch,) + agent.stacked_obs_shape, agent.spec.obs_dtype)
+
+
+def _root(agent: Agent, variables: Any, obs: jax.Array, key: jax.Array):
+    if agent.continuous:
+        return agent.model.root(variables, obs, key, widen=True)
+    return agent.model.root(variables, obs)
+
+
+def model_flops(agent: Agent, variables: Any, batch: int) -> dict[str, float]:
+    """{"root": representation + prediction on `batch` observations, "recurrent": one
+    recurrent_fn call (dynamics + reward + prediction) on `batch` nodes}."""
+    key = jax.random.PRNGKey(0)
+    obs = _obs(agent, batch)
+    root = jax.jit(lambda v, o, k: _root(agent, v, o, k))(variables, obs, key)
+    slots = jnp.zeros((batch,), jnp.int32)
+    return {
+        "root": cost_flops(lambda v, o, k: _root(agent, v, o, k), variables, obs, key),
+        "recurrent": cost_flops(lambda v, k, a, e: agent.model.recurrent_fn(v, k, a, e), variables, key, slots,
+                                root.embedding),
+    }
+
+
+def loop_flops(agent: Agent, state: Any) -> dict[str, float]:
+    """FLOPs of one acting iteration and of one learner update (reanalysis + gradient step).
+
+    `state` must hold enough replay rows to sample a batch (the loop benchmark's state).
+    """
+    cfg, L = agent.cfg, agent.cfg.learner
+    sims = agent.num_simulations
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    act = model_flops(agent, variables, agent.num_envs)
+    positions = L.batch_size * agent.window
+    roots = L.batch_size * (L.unroll_steps + 1)
+    encode = model_flops(agent, variables, positions)["root"]
+    search = model_flops(agent, variables, roots)["recurrent"] * sims
+    key = jax.random.PRNGKey(0)
+    idx, weights, window = jax.jit(agent.sample_batch)(state.replay, key)
+    targets, _ = jax.jit(agent.reanalyse)(state, window, key)
+    gradient = cost_flops(agent.gradient_step, state, window, targets, weights, key)
+    update = encode + search + gradient
+    return dict(
+        act_per_iteration=act["root"] + sims * act["recurrent"],
+        reanalysis_encode_per_update=encode,
+        reanalysis_search_per_update=search,
+        gradient_per_update=gradient,
+        update=update,
+        per_env_step=(update * cfg.replay_ratio) + (act["root"] + sims * act["recurrent"]) / agent.num_envs,
+    )

@@ -1,0 +1,116 @@
+"""Search throughput: simulations/s and roots/s vs batch size, for the Atari and DMC networks.
+
+    python -m benchmarks search [--quick] [--presets atari dmc_state] [--batches 4 256 1536] [--json out.json]
+
+One jitted call of the agent's search (root inference + mctx search, acting settings) over a
+batch of roots with freshly initialised networks: the acting batch is `num_envs`, the
+reanalysis batch of one update is `batch_size x (unroll + 1)`. The model FLOPs of a search
+(root inference + one recurrent call per simulation, from XLA's cost analysis) give the
+achieved FLOP/s; the rest of a search's time is mctx's tree bookkeeping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+import ezv.envs as envs
+from benchmarks.common import print_table, save_json, time_compiled
+from benchmarks.flops import model_flops
+from ezv.agent import Agent
+from ezv.train import resolve_config
+
+# One env per preset: the network family is what matters here.
+PRESET_ENVS = {
+    "atari": "Breakout-v5",
+    "dmc_state": "dmc/CheetahRun",
+    "classic": "CartPole-v1",
+    "control": "dmc/CartpoleBalance",
+}
+
+
+def build_agent(preset: str, env_id: str | None = None, flags: list[str] = ()) -> Agent:
+    env_id = env_id or PRESET_ENVS[preset]
+    cfg = resolve_config(["--env-id", env_id, "--preset", preset, *flags])
+    env = envs.make(env_id, cfg.num_envs, cfg.seed, **cfg.env_options)
+    return Agent(cfg, env)
+
+
+def search_fn(agent: Agent):
+    scale = agent.cfg.search.gumbel_scale
+
+    def run(variables, key, obs):
+        out = agent.search(variables, key, obs, scale)
+        return out.action, out.policy, out.value
+
+    return jax.jit(run)
+
+
+def measure(agent: Agent, batch: int, repeats: int = 3) -> dict:
+    params_key, obs_key, key = jax.random.split(jax.random.PRNGKey(0), 3)
+    shape = (batch,) + agent.stacked_obs_shape
+    if jnp.issubdtype(agent.spec.obs_dtype, jnp.integer):
+        obs = jax.random.randint(obs_key, shape, 0, 256).astype(agent.spec.obs_dtype)
+    else:
+        obs = jax.random.normal(obs_key, shape, jnp.float32)
+    state = agent.init(params_key)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    compile_s, seconds = time_compiled(search_fn(agent), variables, key, obs, repeats=repeats)
+    sims = agent.num_simulations
+    # FLOPs are the same on every device: counted on a CPU only (each count is another compile).
+    search_flops = float("nan")
+    if jax.default_backend() == "cpu":
+        flops = model_flops(agent, variables, batch)
+        search_flops = flops["root"] + sims * flops["recurrent"]
+    return dict(
+        preset=agent.cfg.preset,
+        batch=batch,
+        simulations=sims,
+        ms_per_search=1e3 * seconds,
+        roots_per_s=batch / seconds,
+        simulations_per_s=batch * sims / seconds,
+        model_gflop_per_search=search_flops / 1e9,
+        model_tflops=search_flops / seconds / 1e12,
+        compile_s=compile_s,
+    )
+
+
+def default_batches(agent: Agent, quick: bool) -> list[int]:
+    L = agent.cfg.learner
+    reanalysis = L.batch_size * (L.unroll_steps + 1)
+    if quick and jax.default_backend() == "cpu":  # the Atari network takes ~1 s per acting search here
+        return [agent.num_envs] if agent.cfg.preset == "atari" else [agent.num_envs, L.batch_size]
+    return sorted({agent.num_envs, L.batch_size, reanalysis})
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks search", description=__doc__)
+    parser.add_argument("--presets", nargs="+", default=None, choices=list(PRESET_ENVS))
+    parser.add_argument("--batches", type=int, nargs="+", default=None)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    presets = args.presets or ["atari", "dmc_state"]
+    rows = []
+    for preset in presets:
+        agent = build_agent(preset)
+        for batch in args.batches or default_batches(agent, args.quick):
+            row = measure(agent, batch)
+            print(f"  {preset:10s} batch {batch:5d}: {row['roots_per_s']:>10,.0f} roots/s "
+                  f"{row['simulations_per_s']:>12,.0f} sims/s", flush=True)
+            rows.append(row)
+    print_table(
+        f"Search throughput on {jax.devices()[0].device_kind} (acting settings, fresh networks)",
+        rows,
+        ["preset", "batch", "simulations", "ms_per_search", "roots_per_s", "simulations_per_s",
+         "model_gflop_per_search", "model_tflops", "compile_s"],
+    )
+    save_json(args.json, "search", rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

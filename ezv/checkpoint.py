@@ -1,0 +1,221 @@
+"""Checkpoints of a whole run: the train-state pytree plus the host-side facts needed to go on.
+
+    RUN_DIR/checkpoints/<step>/state   the TrainState (orbax, every leaf: params, target params,
+                                       optimiser, replay with priorities, env state, running
+                                       normalisation statistics, rng, counters)
+    RUN_DIR/checkpoints/<step>/meta    JSON: env steps, updates, offline updates done, the config
+
+`<step>` is the run's progress: env steps during collection, env steps + offline updates after.
+orbax writes each checkpoint into a temporary folder and renames it when complete, so a process
+killed mid-save leaves a temporary folder that is never picked up (nor deleted: it is the user's
+data). Incompatible or unreadable checkpoints raise `CheckpointError` with what differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+# Config fields that do not change the state's shapes or the run's identity: a resumed run may
+# change them (e.g. extend --total-env-steps, evaluate more often).
+RESUMABLE_CHANGES = frozenset({
+    "total_env_steps", "offline_updates", "run_dir", "eval_interval", "eval_episodes", "quiet", "checkpoint_interval",
+    "keep_checkpoints", "resume", "resume_step", "tensorboard", "wandb", "wandb_project", "log_interval",
+})
+
+
+# orbax reports routine facts (read-only managers, ...) as absl warnings; errors still show.
+logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message says why and what to do."""
+
+
+def flatten_config(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and key != "env_options":
+            out.update(flatten_config(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Fields that differ between two plain config dicts and that a resumed run may not change."""
+    a, b = flatten_config(saved), flatten_config(current)
+    diffs = []
+    for name in sorted(set(a) | set(b)):
+        if name.split(".")[0] in RESUMABLE_CHANGES:
+            continue
+        va, vb = a.get(name, "<absent>"), b.get(name, "<absent>")
+        if isinstance(va, list):
+            va = tuple(va)
+        if isinstance(vb, list):
+            vb = tuple(vb)
+        if va != vb:
+            diffs.append(f"{name}: checkpoint {va!r}, now {vb!r}")
+    return diffs
+
+
+def _manager(directory: str, keep: int | None, read_only: bool = False):
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        create=not read_only,
+        enable_async_checkpointing=False,
+        read_only=read_only,
+    )
+    handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_handlers=handlers)
+
+
+def checkpoint_dir(run_dir: str) -> str:
+    return os.path.join(run_dir, "checkpoints")
+
+
+class Checkpointer:
+    """Saves the run's state every so often and keeps the newest `keep`."""
+
+    def __init__(self, run_dir: str, keep: int):
+        self.directory = checkpoint_dir(run_dir)
+        self.manager = _manager(self.directory, keep)
+
+    def save(self, step: int, state: Any, meta: dict[str, Any]) -> str:
+        import orbax.checkpoint as ocp
+
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            force=True,
+        )
+        self.manager.wait_until_finished()
+        return os.path.join(self.directory, str(step))
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def available_steps(run_dir: str) -> list[int]:
+    """Complete checkpoints of a run, oldest first (temporary folders of interrupted saves are ignored)."""
+    directory = checkpoint_dir(run_dir)
+    if not os.path.isdir(directory):
+        return []
+    return sorted(
+        int(name) for name in os.listdir(directory)
+        if name.isdigit() and os.path.isdir(os.path.join(directory, name, "state"))
+        and os.path.isdir(os.path.join(directory, name, "meta"))
+    )
+
+
+def locate(path: str) -> tuple[str, int]:
+    """(run dir, step) for a run directory (its newest checkpoint) or one checkpoint folder."""
+    path = os.path.normpath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path!r} does not exist.")
+    parent = os.path.dirname(path)
+    if os.path.basename(parent) == "checkpoints" and os.path.basename(path).isdigit():
+        run_dir, step = os.path.dirname(parent), int(os.path.basename(path))
+        if step not in available_steps(run_dir):
+            raise CheckpointError(f"{path!r} is not a complete checkpoint (an interrupted save?); complete ones: "
+                                  f"{available_steps(run_dir) or 'none'}.")
+        return run_dir, step
+    steps = available_steps(path)
+    if not steps:
+        raise CheckpointError(
+            f"no complete checkpoint in {checkpoint_dir(path)!r}"
+            + (" (the folder does not exist)." if not os.path.isdir(checkpoint_dir(path)) else ".")
+        )
+    return path, steps[-1]
+
+
+def read_meta(run_dir: str, step: int) -> dict[str, Any]:
+    import json
+
+    path = os.path.join(checkpoint_dir(run_dir), str(step), "meta", "metadata")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {os.path.dirname(os.path.dirname(path))!r} has no readable metadata "
+                              f"({e}); complete checkpoints: {available_steps(run_dir)}.") from e
+
+
+def restore_state(run_dir: str, step: int, abstract_state: Any) -> Any:
+    """The saved state, shaped like `abstract_state` (a pytree of jax.ShapeDtypeStruct)."""
+    import orbax.checkpoint as ocp
+
+    manager = _manager(checkpoint_dir(run_dir), None, read_only=True)
+    where = os.path.join(checkpoint_dir(run_dir), str(step))
+    saved_shapes = _saved_shapes(manager, step)
+    if saved_shapes is not None:
+        wanted = _shape_signature(abstract_state)
+        diffs = [f"{k}: checkpoint {saved_shapes.get(k)}, now {v}" for k, v in wanted.items() if saved_shapes.get(k) != v]
+        diffs += [f"{k}: checkpoint {v}, absent now" for k, v in saved_shapes.items() if k not in wanted]
+        if diffs:
+            raise CheckpointError(f"checkpoint {where!r} does not fit this program's state:\n  " + "\n  ".join(diffs[:12]))
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+    except Exception as e:  # orbax/tensorstore raise many types for truncated or missing files
+        raise CheckpointError(
+            f"checkpoint {where!r} could not be read ({type(e).__name__}: {str(e).splitlines()[0][:300]}). "
+            f"Complete checkpoints of this run: {available_steps(run_dir)}; pick another with --resume-step. "
+            "Nothing was changed in the run directory."
+        ) from e
+    finally:
+        manager.close()
+    return restored["state"]
+
+
+def _path_name(path: tuple) -> str:
+    """A leaf's path as 'a/b/0', the same for a dataclass field, a dict key and a list index
+    (orbax's metadata tree holds dicts where the state has dataclasses)."""
+    parts = []
+    for entry in path:
+        for attr in ("name", "key", "idx"):
+            if hasattr(entry, attr):
+                parts.append(str(getattr(entry, attr)))
+                break
+        else:
+            parts.append(str(entry))
+    return "/".join(parts)
+
+
+def _shape_signature(tree: Any) -> dict[str, str]:
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {_path_name(path): f"{tuple(x.shape)} {np.dtype(x.dtype).name}" for path, x in leaves}
+
+
+def _saved_shapes(manager, step: int) -> dict[str, str] | None:
+    """Shapes and dtypes of the saved state's leaves, keyed like `_shape_signature`, or None if
+    the checkpoint's metadata cannot say."""
+    try:
+        meta = manager.item_metadata(step)["state"]
+    except Exception:  # noqa: BLE001 - then the restore itself reports the problem
+        return None
+    if meta is None:
+        return None
+    tree = getattr(meta, "tree", meta)
+    try:
+        leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))[0]
+        return {_path_name(path): f"{tuple(x.shape)} {np.dtype(x.dtype).name}" for path, x in leaves}
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def abstract(tree: Any) -> Any:
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=getattr(x, "sharding", None)), tree)
+
+
+def plain_config(cfg: Any) -> dict[str, Any]:
+    from ezv.logger import _plain
+
+    return _plain(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)

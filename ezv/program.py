@@ -1,0 +1,262 @@
+"""A run's compiled functions over its state layout: one seed, seeds vmapped, an envpool pool
+shared by the seeds, and data parallelism over local devices.
+
+    program = Program(cfg)                         # envs, the Agent, the compiled functions
+    state = program.init()                         # seeds cfg.seed, ..., cfg.seed + num_seeds - 1
+    state, metrics = program.chunk(state)          # one compiled chunk (log_interval env steps)
+    program.seed_metrics(metrics)                  # per seed: {name: [iterations] array}
+    program.evaluate(state, env_steps)             # per seed: {"returns", "lengths", "finished"}
+
+Layouts of the state pytree (every leaf gets the leading axes):
+- one seed, one device: a `TrainState`;
+- `num_seeds` N > 1 with a pure-JAX env: [N, ...] (`jax.vmap` of the single-seed functions, so
+  seed s of a sweep is the run `--seed s` would make, up to floating-point reassociation);
+- N > 1 with envpool (env state in C++, not vmappable): a `SharedEnvState` whose pool holds
+  N x num_envs envs; each seed's search and learner are vmapped, the pool steps all at once;
+- `devices` D > 1: [D, ...] (or [D, N, ...]) sharded over a one-axis mesh with `shard_map`.
+  Each device runs num_envs / D envs and its own replay; every update takes batch_size / D
+  windows per device and applies the mean gradient, so the replicas' networks stay equal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from ezv.agent import Agent, TrainState
+from ezv.config import Config, ConfigError
+
+AXIS = "devices"
+# Per-iteration metrics that add up over devices (the rest are averaged).
+SUM_KEYS = frozenset({"episode_return_sum", "episode_length_sum", "episodes"})
+
+
+@struct.dataclass
+class SharedEnvState:
+    seeds: TrainState  # [N, ...]; each seed's env_state is a placeholder
+    env_state: Any  # the pool that steps every seed's envs
+
+
+def check_layout(cfg: Config, backend: str) -> None:
+    """Seed and device settings this backend and machine can run; one line per problem."""
+    errors = []
+    if cfg.num_seeds < 1:
+        errors.append(f"--num-seeds must be >= 1 (got {cfg.num_seeds}).")
+    if cfg.devices < 1:
+        errors.append(f"--devices must be >= 1 (got {cfg.devices}).")
+    elif cfg.devices > 1:
+        available = jax.local_device_count()
+        if cfg.devices > available:
+            errors.append(f"--devices {cfg.devices} but this machine has {available} local "
+                          f"{jax.default_backend()} device(s); use --devices {available} or fewer.")
+        if backend.startswith("envpool"):
+            errors.append("--devices > 1 needs a pure-JAX env (gymnax, dmc/..., brax/...): envpool's envs live in one "
+                          "host process and cannot be split across devices. Use --devices 1.")
+        if cfg.num_envs % cfg.devices:
+            errors.append(f"--num-envs ({cfg.num_envs}) must be divisible by --devices ({cfg.devices}).")
+        if cfg.learner.batch_size % cfg.devices:
+            errors.append(f"--learner.batch-size ({cfg.learner.batch_size}) must be divisible by --devices "
+                          f"({cfg.devices}).")
+    if errors:
+        raise ConfigError("\n".join(errors))
+
+
+def _first(x: Any) -> int:
+    return int(np.asarray(jax.device_get(x)).reshape(-1)[0])
+
+
+class Program:
+    def __init__(self, cfg: Config, env_seed_offset: int = 0):
+        import ezv.envs as envs
+
+        backend = envs.backend_of(cfg.env_id)
+        check_layout(cfg, backend)
+        self.cfg = cfg
+        self.num_seeds, self.num_devices = cfg.num_seeds, cfg.devices
+        self.shared_env = backend.startswith("envpool") and cfg.num_seeds > 1
+        env_count = cfg.num_seeds * cfg.num_envs if self.shared_env else cfg.num_envs // cfg.devices
+        self.env = envs.make(cfg.env_id, env_count, cfg.seed + env_seed_offset, **cfg.env_options)
+        self.eval_env = envs.make(cfg.env_id, cfg.eval_episodes, cfg.seed + 10_000, evaluation=True, **cfg.env_options)
+        self.pure = self.env.pure
+        self.agent = Agent(
+            cfg, self.env, self.eval_env,
+            seeds_sharing_env=cfg.num_seeds if self.shared_env else 1,
+            num_devices=cfg.devices,
+            axis_name=AXIS if cfg.devices > 1 else None,
+        )
+        self.mesh = Mesh(np.array(jax.devices()[: cfg.devices]), (AXIS,)) if cfg.devices > 1 else None
+        self._compiled_chunk = None
+        self._build()
+
+    # --- keys -----------------------------------------------------------------------------
+
+    def seed_keys(self) -> tuple[jax.Array, jax.Array]:
+        """(init keys, evaluation keys), [N, 2] each: seed s uses PRNGKey(s) as a single run does."""
+        keys = jnp.stack([jax.random.PRNGKey(self.cfg.seed + i) for i in range(self.num_seeds)])
+        pairs = jax.vmap(jax.random.split)(keys)
+        return pairs[:, 0], pairs[:, 1]
+
+    # --- building -------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        agent, multi = self.agent, self.num_seeds > 1
+        if self.shared_env:
+            self._init = jax.jit(self._init_shared)
+            self._chunk = jax.jit(self._chunk_shared, donate_argnums=0)
+            self._offline = jax.jit(self._offline_shared, static_argnums=1, donate_argnums=0)
+            return
+        init_one = (lambda keys, shard: jax.vmap(agent.init, in_axes=(0, None))(keys, shard)) if multi else (
+            lambda keys, shard: agent.init(keys[0], shard))
+        chunk_one = jax.vmap(agent._train_chunk_from, in_axes=(0, None)) if multi else agent._train_chunk_from
+        offline_one = jax.vmap(agent._offline_chunk, in_axes=(0, None)) if multi else agent._offline_chunk
+        if self.mesh is None:
+            self._init = jax.jit(lambda keys: init_one(keys, 0))
+            self._chunk = jax.jit(chunk_one, donate_argnums=0)
+            self._offline = jax.jit(offline_one, static_argnums=1, donate_argnums=0)
+            return
+
+        def expand(tree):
+            return jax.tree.map(lambda x: x[None], tree)
+
+        def squeeze(tree):
+            return jax.tree.map(lambda x: x[0], tree)
+
+        def shard(fn, in_specs, out_specs):
+            return jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+
+        self._init = jax.jit(shard(lambda keys: expand(init_one(keys, jax.lax.axis_index(AXIS))), P(), P(AXIS)))
+        self._chunk = jax.jit(
+            shard(lambda s, start: expand(chunk_one(squeeze(s), start)), (P(AXIS), P()), (P(AXIS), P(AXIS))),
+            donate_argnums=0,
+        )
+        self._offline = jax.jit(
+            lambda s, count: shard(lambda s: expand(offline_one(squeeze(s), count)), P(AXIS), (P(AXIS), P(AXIS)))(s),
+            static_argnums=1, donate_argnums=0,
+        )
+
+    # --- envpool pool shared by the seeds ---------------------------------------------------
+
+    def _split_seeds(self, tree: Any) -> Any:
+        n = self.num_seeds
+        return jax.tree.map(lambda x: x.reshape((n, x.shape[0] // n) + x.shape[1:]), tree)
+
+    def _init_shared(self, keys: jax.Array) -> SharedEnvState:
+        env_state, ts = self.env.reset(keys[0])
+        placeholder = jnp.zeros((self.num_seeds,), jnp.int32)
+        seeds = jax.vmap(self.agent.init_with_env)(keys, placeholder, self._split_seeds(ts))
+        return SharedEnvState(seeds=seeds, env_state=env_state)
+
+    def _iteration_shared(self, state: SharedEnvState, index: jax.Array):
+        agent = self.agent
+        seeds, out = jax.vmap(agent.decide)(state.seeds)
+        actions = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), out.action)
+        env_state, ts = self.env.step(state.env_state, agent.env_action(actions))
+        seeds, act_metrics = jax.vmap(agent.record)(seeds, out, seeds.env_state, self._split_seeds(ts))
+        seeds, learn_metrics = agent.maybe_learn(seeds, index, jax.vmap(agent._learn_iteration))
+        return SharedEnvState(seeds=seeds, env_state=env_state), {**act_metrics, **learn_metrics}
+
+    def _chunk_shared(self, state: SharedEnvState, start: jax.Array):
+        indices = start + jnp.arange(self.cfg.iterations_per_chunk, dtype=jnp.int32)
+        state, metrics = jax.lax.scan(self._iteration_shared, state, indices)
+        return state, jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), metrics)  # [N, T]
+
+    def _offline_shared(self, state: SharedEnvState, count: int):
+        seeds, metrics = jax.vmap(self.agent._offline_chunk, in_axes=(0, None))(state.seeds, count)
+        return state.replace(seeds=seeds), metrics
+
+    # --- the run's functions ----------------------------------------------------------------
+
+    def init(self) -> Any:
+        return self._init(self.seed_keys()[0])
+
+    def abstract_state(self) -> Any:
+        """Shapes, dtypes and shardings of `init()`'s state, without building it."""
+        shapes = jax.eval_shape(self._init, self.seed_keys()[0])
+        sharding = (NamedSharding(self.mesh, P(AXIS)) if self.mesh is not None
+                    else jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+
+    def compile(self, state: Any) -> None:
+        """Compile the training chunk for this state ahead of the first call (to time it apart)."""
+        self._compiled_chunk = self._chunk.lower(state, jnp.int32(self.iteration(state))).compile()
+
+    def chunk(self, state: Any) -> tuple[Any, dict[str, jax.Array]]:
+        fn = self._compiled_chunk or self._chunk
+        return fn(state, jnp.int32(self.iteration(state)))
+
+    def offline(self, state: Any, count: int) -> tuple[Any, dict[str, jax.Array]]:
+        return self._offline(state, count)
+
+    def train_states(self, state: Any) -> TrainState:
+        return state.seeds if self.shared_env else state
+
+    def iteration(self, state: Any) -> int:
+        return _first(self.train_states(state).iteration)
+
+    def env_steps(self, state: Any) -> int:
+        return self.iteration(state) * self.cfg.num_envs
+
+    def updates(self, state: Any) -> int:
+        return _first(self.train_states(state).updates)
+
+    def restart_envs(self, state: Any, key: jax.Array) -> Any:
+        """Fresh episodes for envs whose state could not be saved (envpool), after a restore."""
+        if self.shared_env:
+            env_state, ts = self.env.reset(key)
+            seeds = jax.jit(jax.vmap(self.agent.adopt_envs))(state.seeds, state.seeds.env_state, self._split_seeds(ts))
+            return SharedEnvState(seeds=seeds, env_state=env_state)
+        if self.num_seeds > 1:
+            raise NotImplementedError("vmapped seeds run on pure-JAX envs only")
+        return jax.jit(self.agent.restart_envs)(state, key)
+
+    def seed_variables(self, state: Any, seed_index: int) -> tuple[Any, Any]:
+        """(params, batch_stats) of one seed (device 0's replica)."""
+        ts = self.train_states(state)
+        pick = []
+        if self.mesh is not None:
+            pick.append(0)
+        if self.num_seeds > 1:
+            pick.append(seed_index)
+
+        def select(x):
+            for i in pick:
+                x = x[i]
+            return x
+
+        return jax.tree.map(select, ts.params), jax.tree.map(select, ts.batch_stats)
+
+    def evaluate(self, state: Any, env_steps: int) -> list[dict[str, np.ndarray]]:
+        """One evaluation per seed (greedy search, the domain's evaluation protocol)."""
+        eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, env_steps))(self.seed_keys()[1])
+        if self.num_seeds > 1 and self.pure:
+            ts = self.train_states(state)
+            params, stats = ts.params, ts.batch_stats
+            if self.mesh is not None:
+                params, stats = jax.tree.map(lambda x: x[0], (params, stats))
+            out = jax.device_get(self.agent.evaluate_seeds(params, stats, eval_keys))
+            return [{k: v[i] for k, v in out.items()} for i in range(self.num_seeds)]
+        results = []
+        for i in range(self.num_seeds):
+            params, stats = self.seed_variables(state, i)
+            results.append(jax.device_get(self.agent.evaluate(params, stats, eval_keys[i])))
+        return results
+
+    def seed_metrics(self, metrics: dict[str, jax.Array]) -> list[dict[str, np.ndarray]]:
+        """Per seed, each metric over the chunk's iterations (or updates), summed or averaged over devices."""
+        host = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
+        rows = []
+        for i in range(self.num_seeds):
+            row = {}
+            for name, value in host.items():
+                if self.mesh is not None:
+                    value = value.sum(0) if name in SUM_KEYS else value.mean(0)
+                if self.num_seeds > 1:
+                    value = value[i]
+                row[name] = value
+            rows.append(row)
+        return rows
