@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "search": "search simulations/s and roots/s vs batch size (Atari and DMC networks)",
     "loop": "full-loop env steps/s, updates/s, stage split (learner) and model FLOPs of one preset",
     "seeds": "wall-clock of N = 1, 4, 8 seeds vmapped in one program",
+    "flops": "model FLOPs of an update and an acting iteration per preset (device-independent)",
     "learning": "evaluation return vs env steps and wall-clock over seeds",
 }
 MODULES = {"all": "suite"}

@@ -74,3 +74,38 @@ def loop_flops(agent: Agent, state: Any) -> dict[str, float]:
         update=update,
         per_env_step=(update * cfg.replay_ratio) + (act["root"] + sims * act["recurrent"]) / agent.num_envs,
     )
+
+
+def filled_state(agent: Agent, key: jax.Array):
+    """A fresh state whose replay holds enough rows (acting only, no learning) to sample a batch."""
+    state = agent.init(key)
+    rows = 2 * agent.window + 2
+    act = jax.jit(lambda s: jax.lax.scan(lambda s, _: agent.act(s), s, None, length=rows)[0])
+    return act(state)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """`python -m benchmarks flops [--presets atari dmc_state ...]`: model FLOPs of an update and of
+    an acting iteration at each preset's real sizes (device-independent: combine with any
+    machine's measured rates for its ceiling)."""
+    import argparse
+
+    from benchmarks.common import print_table, save_json
+    from benchmarks.search import PRESET_ENVS, build_agent
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks flops", description=main.__doc__)
+    parser.add_argument("--presets", nargs="+", default=["atari", "dmc_state", "classic", "control"],
+                        choices=list(PRESET_ENVS))
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    rows = []
+    for preset in args.presets:
+        agent = build_agent(preset)
+        flops = loop_flops(agent, filled_state(agent, jax.random.PRNGKey(0)))
+        rows.append(dict(preset=preset, **{k: v / 1e9 for k, v in flops.items()}))
+        print(f"  {preset}: {flops['update'] / 1e9:,.1f} GFLOP per update", flush=True)
+    print_table("Model GFLOP (XLA cost analysis)", rows,
+                ["preset", "reanalysis_encode_per_update", "reanalysis_search_per_update", "gradient_per_update",
+                 "update", "act_per_iteration", "per_env_step"])
+    save_json(args.json, "flops", rows)
+    return rows

@@ -1,10 +1,11 @@
 """Learning curves: evaluation return vs env steps and wall-clock, over seeds.
 
-    python -m benchmarks learning --env-id CartPole-v1 --seeds 0 1 2 [--threshold 475] [extra train flags]
+    python -m benchmarks learning --env-id CartPole-v1 --seeds 0 1 2 [--threshold 475] [--together] [train flags]
 
-Runs `ezv.train` once per seed (sequentially, runs under benchmarks/out/runs/), then prints the
-mean and std of the evaluation return at every evaluation point, the mean wall-clock to reach
-it, and the first env step at which the seed-mean crosses `--threshold`.
+Runs `ezv.train` once per seed (sequentially, runs under benchmarks/out/runs/), or with `--together`
+once with `--num-seeds` (consecutive seeds vmapped in one program), then prints the mean and std of
+the evaluation return at every evaluation point, the mean wall-clock to reach it, and the first env
+step at which the seed-mean crosses `--threshold`.
 """
 
 from __future__ import annotations
@@ -20,10 +21,15 @@ from benchmarks.common import print_table, save_json
 from ezv.train import resolve_config, train
 
 
-def read_evals(run_dir: str) -> list[dict]:
+def read_evals(run_dir: str) -> dict[int, list[dict]]:
+    """Evaluation rows of a run, per seed."""
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
-    return [r for r in rows if r.get("eval_return_mean") is not None]
+    by_seed: dict[int, list[dict]] = {}
+    for r in rows:
+        if r.get("eval_return_mean") is not None and not r.get("offline"):
+            by_seed.setdefault(int(r.get("seed", 0)), []).append(r)
+    return by_seed
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -33,14 +39,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--threshold", type=float, default=None)
     parser.add_argument("--out", default="benchmarks/out/runs")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--together", action="store_true", help="one run with --num-seeds (seeds must be consecutive)")
     args, extra = parser.parse_known_args(argv)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     curves = []
-    for seed in args.seeds:
+    if args.together:
+        if args.seeds != list(range(args.seeds[0], args.seeds[0] + len(args.seeds))):
+            parser.error("--together needs consecutive seeds")
+        run_dir = os.path.join(args.out, f"{args.env_id.replace('/', '_')}-s{args.seeds[0]}x{len(args.seeds)}-{stamp}")
+        train(resolve_config(["--env-id", args.env_id, "--seed", str(args.seeds[0]), "--num-seeds",
+                              str(len(args.seeds)), "--run-dir", run_dir, "--quiet", *extra]))
+        curves = list(read_evals(run_dir).values())
+    for seed in [] if args.together else args.seeds:
         run_dir = os.path.join(args.out, f"{args.env_id.replace('/', '_')}-s{seed}-{stamp}")
         cfg = resolve_config(["--env-id", args.env_id, "--seed", str(seed), "--run-dir", run_dir, "--quiet", *extra])
         train(cfg)
-        curves.append(read_evals(run_dir))
+        curves.extend(read_evals(run_dir).values())
     steps = sorted({r["env_steps"] for c in curves for r in c})
     rows = []
     for s in steps:

@@ -101,32 +101,42 @@ def device_kind() -> str:
 
 
 def stage_times(agent: Agent, state, profile_dir: str | None = None) -> dict[str, float]:
-    """Milliseconds per call of each stage of an iteration, each its own jitted function on
-    `state` (no donation): acting (search over all envs + env step + replay write), sampling
-    windows, the reanalysis search (target-network encoding of every window position + one
-    search over batch x (K+1) roots), building the targets, and the gradient step."""
+    """Milliseconds of each stage of an iteration, per call (acting) or per update (the rest), each
+    its own jitted function on `state` (no donation). The learner stages run as the loop runs them:
+    the `updates_per_iteration` batches of an iteration are sampled, reanalysed (target-network
+    encoding of every window position + one search over all their batch x (K+1) roots) and turned
+    into targets together, then each takes its gradient step; a group's time is divided by its size."""
+    count = agent.cfg.updates_per_iteration
     key = jax.random.PRNGKey(1)
     act = jax.jit(agent.act)
-    sample = jax.jit(agent.sample_batch)
-    idx, weights, window = sample(state.replay, key)
+
+    def sample_group(replay, key):
+        idx, weights, w = jax.vmap(agent.sample_batch, in_axes=(None, 0))(replay, jax.random.split(key, count))
+        return idx, weights, w, jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), w)
+
+    sample = jax.jit(sample_group)
+    idx, weights, window, flat = sample(state.replay, key)
     search = jax.jit(agent.reanalysis_search)
-    values, out = search(state, window, key)
+    values, out = search(state, flat, key)
     build_targets = jax.jit(agent.build_targets)
-    targets, _ = build_targets(state, window, values, out)
+    targets, _ = build_targets(state, flat, values, out)
+    first = lambda tree: jax.tree.map(lambda x: x[: agent.batch_size], tree)  # noqa: E731
+    one_window = first(flat)
+    one_targets = first(targets.replace(projection=None)).replace(projection=targets.projection)
     gradient = jax.jit(agent.gradient_step)
     seconds = {
         "act (per iteration)": time_compiled(act, state)[1],
-        "sample windows": time_compiled(sample, state.replay, key)[1],
-        "reanalysis search": time_compiled(search, state, window, key)[1],
-        "targets": time_compiled(build_targets, state, window, values, out)[1],
-        "gradient step": time_compiled(gradient, state, window, targets, weights, key)[1],
+        "sample windows": time_compiled(sample, state.replay, key)[1] / count,
+        "reanalysis search": time_compiled(search, state, flat, key)[1] / count,
+        "targets": time_compiled(build_targets, state, flat, values, out)[1] / count,
+        "gradient step": time_compiled(gradient, state, one_window, one_targets, weights[0], key)[1],
     }
     if profile_dir:
         # One call of each stage under the profiler (XProf/TensorBoard trace), compiled already.
         with jax.profiler.trace(profile_dir):
             jax.block_until_ready(act(state))
-            jax.block_until_ready(search(state, window, key))
-            jax.block_until_ready(gradient(state, window, targets, weights, key))
+            jax.block_until_ready(search(state, flat, key))
+            jax.block_until_ready(gradient(state, one_window, one_targets, weights[0], key))
     return {k: 1e3 * v for k, v in seconds.items()}
 
 

@@ -3,6 +3,9 @@
     RUN_DIR/checkpoints/<step>/state   the TrainState (orbax, every leaf: params, target params,
                                        optimiser, replay with priorities, env state, running
                                        normalisation statistics, rng, counters)
+    RUN_DIR/checkpoints/<step>/model   the networks alone ({"params", "batch_stats"}, a leading seed
+                                       axis with --num-seeds), for evaluation and export without
+                                       reading the replay
     RUN_DIR/checkpoints/<step>/meta    JSON: env steps, updates, offline updates done, the config
 
 `<step>` is the run's progress: env steps during collection, env steps + offline updates after.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from typing import Any
 
 import jax
@@ -74,7 +78,8 @@ def _manager(directory: str, keep: int | None, read_only: bool = False):
         enable_async_checkpointing=False,
         read_only=read_only,
     )
-    handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    handlers = {"state": ocp.StandardCheckpointHandler(), "model": ocp.StandardCheckpointHandler(),
+                "meta": ocp.JsonCheckpointHandler()}
     return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_handlers=handlers)
 
 
@@ -89,12 +94,13 @@ class Checkpointer:
         self.directory = checkpoint_dir(run_dir)
         self.manager = _manager(self.directory, keep)
 
-    def save(self, step: int, state: Any, meta: dict[str, Any]) -> str:
+    def save(self, step: int, state: Any, model: Any, meta: dict[str, Any]) -> str:
         import orbax.checkpoint as ocp
 
         self.manager.save(
             step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), model=ocp.args.StandardSave(model),
+                                    meta=ocp.args.JsonSave(meta)),
             force=True,
         )
         self.manager.wait_until_finished()
@@ -111,8 +117,7 @@ def available_steps(run_dir: str) -> list[int]:
         return []
     return sorted(
         int(name) for name in os.listdir(directory)
-        if name.isdigit() and os.path.isdir(os.path.join(directory, name, "state"))
-        and os.path.isdir(os.path.join(directory, name, "meta"))
+        if name.isdigit() and all(os.path.isdir(os.path.join(directory, name, item)) for item in ("state", "model", "meta"))
     )
 
 
@@ -135,6 +140,20 @@ def locate(path: str) -> tuple[str, int]:
             + (" (the folder does not exist)." if not os.path.isdir(checkpoint_dir(path)) else ".")
         )
     return path, steps[-1]
+
+
+def set_aside_after(run_dir: str, step: int) -> list[str]:
+    """Move the checkpoints newer than `step` (resuming from an older one makes them another
+    future of the run) to RUN_DIR/checkpoints-set-aside/, so new saves can take their steps and
+    nothing is deleted. Returns the new paths."""
+    moved = []
+    for later in [s for s in available_steps(run_dir) if s > step]:
+        target_dir = os.path.join(run_dir, "checkpoints-set-aside")
+        os.makedirs(target_dir, exist_ok=True)
+        target = os.path.join(target_dir, f"{later}-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(os.path.join(checkpoint_dir(run_dir), str(later)), target)
+        moved.append(target)
+    return moved
 
 
 def read_meta(run_dir: str, step: int) -> dict[str, Any]:
@@ -173,6 +192,22 @@ def restore_state(run_dir: str, step: int, abstract_state: Any) -> Any:
     finally:
         manager.close()
     return restored["state"]
+
+
+def restore_model(run_dir: str, step: int) -> dict[str, Any]:
+    """{"params", "batch_stats"} of a checkpoint as numpy arrays (leading seed axis with several seeds)."""
+    import orbax.checkpoint as ocp
+
+    manager = _manager(checkpoint_dir(run_dir), None, read_only=True)
+    where = os.path.join(checkpoint_dir(run_dir), str(step))
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(model=ocp.args.StandardRestore()))
+    except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for damaged files
+        raise CheckpointError(f"the networks of checkpoint {where!r} could not be read ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:300]}); complete checkpoints: {available_steps(run_dir)}.") from e
+    finally:
+        manager.close()
+    return jax.tree.map(np.asarray, restored["model"])
 
 
 def _path_name(path: tuple) -> str:

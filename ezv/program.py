@@ -9,8 +9,8 @@ shared by the seeds, and data parallelism over local devices.
 
 Layouts of the state pytree (every leaf gets the leading axes):
 - one seed, one device: a `TrainState`;
-- `num_seeds` N > 1 with a pure-JAX env: [N, ...] (`jax.vmap` of the single-seed functions, so
-  seed s of a sweep is the run `--seed s` would make, up to floating-point reassociation);
+- `num_seeds` N > 1 with a pure-JAX env: [N, ...] (`jax.vmap` of the single-seed functions; seed s
+  starts from PRNGKey(s) as a single run does, its envs from the sweep's env seed);
 - N > 1 with envpool (env state in C++, not vmappable): a `SharedEnvState` whose pool holds
   N x num_envs envs; each seed's search and learner are vmapped, the pool steps all at once;
 - `devices` D > 1: [D, ...] (or [D, N, ...]) sharded over a one-axis mesh with `shard_map`.
@@ -209,10 +209,14 @@ class Program:
         if self.shared_env:
             env_state, ts = self.env.reset(key)
             seeds = jax.jit(jax.vmap(self.agent.adopt_envs))(state.seeds, state.seeds.env_state, self._split_seeds(ts))
-            return SharedEnvState(seeds=seeds, env_state=env_state)
-        if self.num_seeds > 1:
+            state = SharedEnvState(seeds=seeds, env_state=env_state)
+        elif self.num_seeds > 1:
             raise NotImplementedError("vmapped seeds run on pure-JAX envs only")
-        return jax.jit(self.agent.restart_envs)(state, key)
+        else:
+            state = jax.jit(self.agent.restart_envs)(state, key)
+        # The chunk donates the state leaf by leaf: no two leaves may share a buffer (a reset
+        # returns one array of zeros for several flags).
+        return jax.tree.map(jnp.copy, state)
 
     def seed_variables(self, state: Any, seed_index: int) -> tuple[Any, Any]:
         """(params, batch_stats) of one seed (device 0's replica)."""
@@ -229,6 +233,12 @@ class Program:
             return x
 
         return jax.tree.map(select, ts.params), jax.tree.map(select, ts.batch_stats)
+
+    def model_variables(self, state: Any) -> dict[str, Any]:
+        """{"params", "batch_stats"} of every seed (device 0's replica): what evaluation and export need."""
+        ts = self.train_states(state)
+        model = {"params": ts.params, "batch_stats": ts.batch_stats}
+        return jax.tree.map(lambda x: x[0], model) if self.mesh is not None else model
 
     def evaluate(self, state: Any, env_steps: int) -> list[dict[str, np.ndarray]]:
         """One evaluation per seed (greedy search, the domain's evaluation protocol)."""

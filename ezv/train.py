@@ -113,6 +113,11 @@ def check_run_settings(cfg: Config) -> None:
         errors.append(f"--keep-checkpoints must be >= 1 (got {cfg.keep_checkpoints}).")
     if cfg.resume_step is not None and not cfg.resume:
         errors.append("--resume-step needs --resume RUN_DIR.")
+    if cfg.wandb:
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            errors.append("--wandb needs the wandb package: pip install wandb (or drop --wandb).")
     if errors:
         raise ConfigError("\n".join(errors))
 
@@ -180,8 +185,11 @@ def train(cfg: Config) -> str:
     if not resuming:
         run_dir = logger.create_run_dir(cfg.run_dir or logger.default_run_dir(cfg.env_id, cfg.seed))
     cfg = dataclasses.replace(cfg, run_dir=run_dir)
+    from ezv.inference import spec_to_dict
+
     extra = {
         "env_spec": dataclasses.asdict(spec),
+        "agent_spec": spec_to_dict(spec),  # what `ezv.export` needs to rebuild the network
         "derived": {
             "num_simulations": agent.num_simulations,
             "max_considered_actions": agent.considered,
@@ -193,22 +201,25 @@ def train(cfg: Config) -> str:
         "versions": {"ezv": __version__, "jax": jax.__version__},
         "device": str(jax.devices()[0]),
     }
-    logger.write_config(run_dir, cfg, extra, keep_previous=resuming)
-
-    progress = logger.Progress(cfg.total_env_steps, cfg.quiet)
     start = time.perf_counter()
     if resuming:
+        # Restored before anything in the run directory changes: a bad checkpoint leaves it as it was.
         state = ckpt.restore_state(run_dir, step, program.abstract_state())
+    progress = logger.Progress(cfg.total_env_steps, cfg.quiet)
+    if resuming:
         env_steps, offline_done, wall0 = meta["env_steps"], meta["offline_updates_done"], meta.get("wall_s", 0.0)
         if not program.pure:
             state = program.restart_envs(state, jax.random.PRNGKey(cfg.seed + 20_000 + env_steps))
             progress.print(f"{spec.backend}'s env state lives outside JAX: the envs restart from fresh episodes "
                            "(the replay, networks, optimiser and counters are restored).")
         logger.rewind_metrics(run_dir, step)
+        for moved in ckpt.set_aside_after(run_dir, step):
+            progress.print(f"a checkpoint newer than {step} was moved to {moved}")
         progress.print(f"resumed {run_dir} from checkpoint {step} ({env_steps} env steps, {program.updates(state)} "
                        "updates)")
     else:
         state, step, env_steps, offline_done, wall0 = program.init(), 0, 0, 0, 0.0
+    logger.write_config(run_dir, cfg, extra, keep_previous=resuming)
     log = logger.RunLog(run_dir, cfg, purge_step=step if resuming else None)
     progress.print(f"ezv {cfg.env_id} ({cfg.preset} preset, {cfg.num_seeds} seed(s), {cfg.devices} device(s)), "
                    f"run dir {run_dir}")
@@ -219,7 +230,7 @@ def train(cfg: Config) -> str:
         nonlocal last_saved
         meta = {"env_steps": env_steps, "updates": program.updates(state), "offline_updates_done": offline_done,
                 "wall_s": wall(), "config": ckpt.plain_config(cfg), "backend": spec.backend, "ezv": __version__}
-        checkpointer.save(progress_step, state, meta)
+        checkpointer.save(progress_step, state, program.model_variables(state), meta)
         last_saved = progress_step
 
     def wall() -> float:

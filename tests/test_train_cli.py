@@ -6,15 +6,9 @@ import os
 import pytest
 import yaml
 
-from ezv.train import main, resolve_config
+from cli_helpers import TINY_FLAGS
 
-TINY_FLAGS = [
-    "--num-envs", "4", "--total-env-steps", "80", "--log-interval", "40", "--eval-interval", "40",
-    "--learning-starts", "44", "--eval-episodes", "2", "--replay.capacity", "400",
-    "--learner.batch-size", "8", "--network.latent-dim", "16", "--network.mlp-hidden", "16",
-    "--network.mlp-head-hidden", "16", "--network.projection-hidden", "16", "--network.projection-dim", "16",
-    "--network.predictor-hidden", "16", "--quiet",
-]
+from ezv.train import main, resolve_config
 
 
 def test_the_preset_follows_the_env_domain_and_flags_override_it():

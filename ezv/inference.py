@@ -1,0 +1,144 @@
+"""Trained agents outside the training loop: one self-contained file per seed, and search for inference.
+
+    path = ezv.export.export_run("runs/pong-s0")[0]     # or: python -m ezv.export RUN_DIR
+    agent = ezv.load_agent(path)
+    actions = agent.act(obs, jax.random.PRNGKey(0))     # obs: [N, *agent.obs_shape] or one observation
+
+The file (`{env}-s{seed}-e{env_steps}-t{train_steps}.ezv`) is msgpack (flax.serialization) holding
+the network parameters and normalisation statistics, the run's config and the env spec: everything
+needed to rebuild the network and its search, and nothing from the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ezv.envs.core import Box, Discrete, EnvSpec, VecEnv
+
+FORMAT = "ezv-agent"
+FORMAT_VERSION = 1
+SUFFIX = ".ezv"
+
+
+def spec_to_dict(spec: EnvSpec) -> dict[str, Any]:
+    space = spec.action_space
+    action = ({"kind": "discrete", "n": space.n} if isinstance(space, Discrete)
+              else {"kind": "box", "dim": space.dim, "low": list(space.low), "high": list(space.high)})
+    return {"env_id": spec.env_id, "backend": spec.backend, "domain": spec.domain, "obs_shape": list(spec.obs_shape),
+            "obs_dtype": np.dtype(spec.obs_dtype).name, "action_space": action,
+            "max_episode_steps": spec.max_episode_steps, "frame_stack": spec.frame_stack,
+            "options": json.loads(json.dumps(spec.options, default=str))}
+
+
+def spec_from_dict(data: dict[str, Any]) -> EnvSpec:
+    a = data["action_space"]
+    space = Discrete(a["n"]) if a["kind"] == "discrete" else Box(a["dim"], tuple(a["low"]), tuple(a["high"]))
+    return EnvSpec(env_id=data["env_id"], backend=data["backend"], domain=data["domain"],
+                   obs_shape=tuple(data["obs_shape"]), obs_dtype=np.dtype(data["obs_dtype"]), action_space=space,
+                   max_episode_steps=data["max_episode_steps"], frame_stack=data["frame_stack"],
+                   options=data.get("options", {}))
+
+
+def export_name(env_id: str, seed: int, env_steps: int, train_steps: int) -> str:
+    return f"{env_id.replace('/', '_')}-s{seed}-e{env_steps}-t{train_steps}{SUFFIX}"
+
+
+def write_agent(path: str, cfg: Any, spec: EnvSpec, variables: dict[str, Any], meta: dict[str, Any]) -> str:
+    """Write one agent file atomically."""
+    from flax import serialization
+
+    from ezv.logger import _plain
+
+    payload = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "config": json.dumps(_plain(cfg)),
+        "spec": json.dumps(spec_to_dict(spec)),
+        "meta": json.dumps(meta),
+        "params": jax.tree.map(np.asarray, variables["params"]),
+        "batch_stats": jax.tree.map(np.asarray, variables.get("batch_stats", {})),
+    }
+    data = serialization.msgpack_serialize(payload)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+    return path
+
+
+def read_agent_file(path: str) -> dict[str, Any]:
+    from flax import serialization
+
+    try:
+        with open(path, "rb") as f:
+            payload = serialization.msgpack_restore(f.read())
+    except OSError as e:
+        raise ValueError(f"cannot read agent file {path!r}: {e}") from e
+    except Exception as e:  # noqa: BLE001 - msgpack raises several types for damaged data
+        raise ValueError(f"{path!r} is not a readable ezv agent file ({type(e).__name__}: {e}).") from e
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path!r} is not an ezv agent file (written by `python -m ezv.export`).")
+    if payload.get("version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{path!r} was written by a newer ezv (format {payload['version']}); upgrade ezv to load it.")
+    return payload
+
+
+class LoadedAgent:
+    """A trained network and its search, for inference: `act(obs, key)` runs the evaluation search
+    (no Gumbel noise; continuous actions: K samples from π) and returns actions as the env takes them."""
+
+    def __init__(self, cfg: Any, spec: EnvSpec, variables: dict[str, Any], meta: dict[str, Any] | None = None):
+        from ezv.agent import Agent
+
+        self.cfg, self.spec, self.meta = cfg, spec, meta or {}
+        self.variables = jax.tree.map(jnp.asarray, {"params": variables["params"],
+                                                    "batch_stats": variables.get("batch_stats", {})})
+        self._agent = Agent(cfg, VecEnv(spec=spec, num_envs=1, reset=None, step=None))
+        self._act = jax.jit(self._act_batch)
+
+    @property
+    def env_id(self) -> str:
+        return self.spec.env_id
+
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        """What `act` takes per env: the observation, with `frame_stack` frames stacked on the last
+        axis (oldest first) for image envs."""
+        return self._agent.stacked_obs_shape
+
+    def _act_batch(self, variables, obs, key):
+        out = self._agent.search(variables, key, obs, 0.0, evaluation=True)
+        return self._agent.env_action(out.action)
+
+    def act(self, obs: Any, key: jax.Array) -> jax.Array:
+        obs = jnp.asarray(obs)
+        single = obs.shape == self.obs_shape
+        if single:
+            obs = obs[None]
+        if obs.shape[1:] != self.obs_shape:
+            raise ValueError(f"observations of shape {tuple(obs.shape)}; this agent takes {self.obs_shape} per env "
+                             f"(or [N, *{self.obs_shape}]).")
+        actions = self._act(self.variables, obs.astype(self.spec.obs_dtype), key)
+        return actions[0] if single else actions
+
+
+def load_agent(path: str) -> LoadedAgent:
+    """The agent in an exported file (`python -m ezv.export`)."""
+    from ezv.train import config_from_dict
+
+    payload = read_agent_file(path)
+    cfg_dict = json.loads(payload["config"])
+    from ezv.config import PRESETS
+
+    template = dataclasses.replace(PRESETS[cfg_dict["preset"]](), env_id=cfg_dict["env_id"])
+    cfg = config_from_dict(cfg_dict, template)
+    spec = spec_from_dict(json.loads(payload["spec"]))
+    return LoadedAgent(cfg, spec, {"params": payload["params"], "batch_stats": payload["batch_stats"]},
+                       json.loads(payload["meta"]))

@@ -1,0 +1,190 @@
+"""`python -m ezv.plot RUN_DIR... [--out curves.png] [--table scores.md]`
+
+Evaluation return vs env steps, one panel per env: the mean over every seed of every run given
+(runs of one env are pooled; a `--num-seeds` run contributes each of its seeds) with a 95%
+bootstrap confidence band, and the thin per-seed curves. A table of final scores follows: for
+Atari, per-game returns and human-normalised scores with the aggregate mean, median and IQM next
+to EfficientZero V2's published values; for DMC, returns next to the published EZ-V2 figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import defaultdict
+from typing import Any, Sequence
+
+import numpy as np
+
+from ezv import scores
+
+
+def read_run(run_dir: str) -> tuple[str, dict[int, list[tuple[int, float]]], dict[int, float]]:
+    """(env id, per-seed evaluation curve [(env steps, return)] of the collection phase, per-seed
+    final evaluation return, which includes the offline phase when the run had one)."""
+    import yaml
+
+    cfg_path, metrics_path = os.path.join(run_dir, "config.yaml"), os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(cfg_path) or not os.path.isfile(metrics_path):
+        raise ValueError(f"{run_dir!r} is not an ezv run directory (config.yaml and metrics.jsonl are needed).")
+    with open(cfg_path) as f:
+        cfg = yaml.safe_load(f)["config"]
+    curves: dict[int, list[tuple[int, float]]] = defaultdict(list)
+    final: dict[int, float] = {}
+    with open(metrics_path) as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a line cut by a kill
+            value = row.get("eval_return_mean")
+            if value is None:
+                continue
+            seed = int(row.get("seed", cfg["seed"]))
+            if not row.get("offline"):
+                curves[seed].append((int(row["env_steps"]), float(value)))
+            final[seed] = float(value)
+    return cfg["env_id"], dict(curves), final
+
+
+def bootstrap_ci(values: np.ndarray, rng: np.random.Generator, reps: int = 2000) -> tuple[float, float]:
+    if len(values) < 2:
+        return float(values[0]), float(values[0])
+    means = rng.choice(values, size=(reps, len(values)), replace=True).mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def collect(run_dirs: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """env id -> {"curves": [per-seed curves], "final": [per-seed final returns], "runs": [...]}."""
+    envs: dict[str, dict[str, Any]] = defaultdict(lambda: {"curves": [], "final": [], "runs": []})
+    for run_dir in run_dirs:
+        env_id, curves, final = read_run(run_dir)
+        entry = envs[env_id]
+        entry["runs"].append(run_dir)
+        for seed, curve in curves.items():
+            entry["curves"].append(sorted(curve))
+        entry["final"].extend(final.values())
+    return dict(envs)
+
+
+def curve_stats(curves: list[list[tuple[int, float]]], seed: int = 0) -> list[tuple[int, float, float, float, int]]:
+    """[(env steps, mean, CI low, CI high, number of curves)] at every evaluation point."""
+    rng = np.random.default_rng(seed)
+    by_step: dict[int, list[float]] = defaultdict(list)
+    for curve in curves:
+        for step, value in curve:
+            by_step[step].append(value)
+    out = []
+    for step in sorted(by_step):
+        values = np.asarray(by_step[step])
+        lo, hi = bootstrap_ci(values, rng)
+        out.append((step, float(values.mean()), lo, hi, len(values)))
+    return out
+
+
+def plot(envs: dict[str, dict[str, Any]], out: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(envs)
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    for ax, (env_id, entry) in zip(axes.flat, sorted(envs.items())):
+        for curve in entry["curves"]:
+            ax.plot(*zip(*curve), color="tab:blue", alpha=0.25, linewidth=0.8)
+        stats = curve_stats(entry["curves"])
+        steps = [s[0] for s in stats]
+        ax.plot(steps, [s[1] for s in stats], color="tab:blue", linewidth=2,
+                label=f"ezv, mean of {len(entry['curves'])} seed(s)")
+        ax.fill_between(steps, [s[2] for s in stats], [s[3] for s in stats], color="tab:blue", alpha=0.2,
+                        label="95% bootstrap CI")
+        reference = reference_score(env_id)
+        if reference is not None:
+            value, label = reference
+            ax.axhline(value, color="tab:red", linestyle="--", linewidth=1, label=label)
+        ax.set_title(env_id)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("evaluation return")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def reference_score(env_id: str) -> tuple[float, str] | None:
+    game = scores.atari_game(env_id)
+    if game is not None:
+        return scores.atari_table()[game]["efficientzero_v2"], "EZ-V2 (paper, 100k)"
+    task = scores.dmc_task(env_id)
+    if task is not None:
+        row = scores.dmc_table()[task]
+        if row.get("efficientzero_v2_approx") is not None:
+            return row["efficientzero_v2_approx"], f"EZ-V2 (paper, {int(row['budget_env_steps']) // 1000}k)"
+    return None
+
+
+def score_table(envs: dict[str, dict[str, Any]]) -> str:
+    lines = ["| env | seeds | final return (mean ± std) | human-normalised | EZ-V2 (paper) | EZ-V2 human-normalised |",
+             "|---|---:|---:|---:|---:|---:|"]
+    hns, ref_hns = [], []
+    for env_id, entry in sorted(envs.items()):
+        final = np.asarray(entry["final"], dtype=float)
+        game = scores.atari_game(env_id)
+        cells = [env_id, str(len(final)), f"{final.mean():.1f} ± {final.std():.1f}" if final.size else "-"]
+        if game is not None and final.size:
+            ref = scores.atari_table()[game]["efficientzero_v2"]
+            h, rh = scores.human_normalized(game, float(final.mean())), scores.human_normalized(game, ref)
+            hns.append(h)
+            ref_hns.append(rh)
+            cells += [f"{h:.3f}", f"{ref:.1f}", f"{rh:.3f}"]
+        else:
+            reference = reference_score(env_id)
+            cells += ["-", f"{reference[0]:.0f} ({reference[1]})" if reference else "-", "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    if hns:
+        ours, theirs, all_games = scores.aggregates(hns), scores.aggregates(ref_hns), scores.reference_aggregates()
+        lines += ["", f"Human-normalised aggregates over these {len(hns)} Atari game(s):", "",
+                  "| | mean | median | IQM |", "|---|---:|---:|---:|",
+                  f"| ezv | {ours['mean']:.3f} | {ours['median']:.3f} | {ours['iqm']:.3f} |",
+                  f"| EZ-V2 (paper), same games | {theirs['mean']:.3f} | {theirs['median']:.3f} | {theirs['iqm']:.3f} |",
+                  f"| EZ-V2 (paper), all 26 games | {all_games['mean']:.3f} | {all_games['median']:.3f} | "
+                  f"{all_games['iqm']:.3f} |"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(prog="python -m ezv.plot", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dirs", nargs="+")
+    parser.add_argument("--out", default="curves.png", help="the figure (png, pdf or svg)")
+    parser.add_argument("--table", default=None, help="also write the score table (markdown) here")
+    args = parser.parse_args(argv)
+    try:
+        envs = collect(args.run_dirs)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if not any(entry["curves"] for entry in envs.values()):
+        print("error: none of these runs has an evaluation yet.", file=sys.stderr)
+        sys.exit(2)
+    plot(envs, args.out)
+    table = score_table(envs)
+    print(table)
+    if args.table:
+        with open(args.table, "w") as f:
+            f.write(table)
+    print(f"figure: {args.out}")
+    return table
+
+
+if __name__ == "__main__":
+    main()

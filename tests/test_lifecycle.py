@@ -1,0 +1,278 @@
+"""A run's life: checkpoints, kill -9 and exact resume, divergence, seed sweeps, evaluation, export, plots."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import jax
+import numpy as np
+import pytest
+import yaml
+
+from cli_helpers import TINY_FLAGS, read_rows, train_process, without_timing
+
+from ezv import checkpoint as ckpt
+from ezv.train import main
+
+LONG = ["--total-env-steps", "400", "--checkpoint-interval", "40", "--keep-checkpoints", "3"]
+
+
+def run_cli(argv, capsys, code=None):
+    """Run `ezv.train` in this process; with `code`, expect that exit status and return stderr."""
+    if code is None:
+        main(argv)
+        return capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == code
+    return capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """400 env steps (10 chunks) of tiny CartPole, uninterrupted."""
+    run_dir = str(tmp_path_factory.mktemp("straight") / "run")
+    main(["--env-id", "CartPole-v1", "--run-dir", run_dir, *TINY_FLAGS, *LONG])
+    return run_dir
+
+
+def test_a_run_directory_holds_config_metrics_tensorboard_and_the_newest_checkpoints(straight_run):
+    assert os.path.isfile(os.path.join(straight_run, "config.yaml"))
+    assert [r["env_steps"] for r in read_rows(straight_run)] == list(range(40, 401, 40))
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(straight_run, "tensorboard")))
+    assert ckpt.available_steps(straight_run) == [320, 360, 400]  # every 40 env steps, newest 3 kept
+    meta = ckpt.read_meta(straight_run, 400)
+    assert meta["env_steps"] == 400 and meta["updates"] == read_rows(straight_run)[-1]["updates"] > 0
+
+
+def test_kill_minus_9_then_resume_gives_the_metrics_of_an_uninterrupted_run(straight_run, tmp_path):
+    run_dir = str(tmp_path / "killed")
+    proc = train_process(["--env-id", "CartPole-v1", "--run-dir", run_dir, *TINY_FLAGS, *LONG])
+    deadline = time.time() + 600
+    while not ckpt.available_steps(run_dir) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.communicate()[1][-2000:]}"
+    os.kill(proc.pid, signal.SIGKILL)  # at whatever point it has reached, a save included
+    proc.wait()
+    kept = ckpt.available_steps(run_dir)
+    assert kept and kept[-1] < 400
+    main(["--resume", run_dir])
+    resumed = without_timing(read_rows(run_dir))
+    assert resumed == without_timing(read_rows(straight_run))
+    assert ckpt.available_steps(run_dir)[-1] == 400
+
+
+def test_resume_continues_a_finished_run_with_more_env_steps(straight_run, tmp_path, capsys):
+    import shutil
+
+    run_dir = str(tmp_path / "extended")
+    shutil.copytree(straight_run, run_dir)
+    run_cli(["--resume", run_dir, "--total-env-steps", "480"], capsys)
+    rows = read_rows(run_dir)
+    assert [r["env_steps"] for r in rows][-3:] == [400, 440, 480]
+    assert os.path.exists(os.path.join(run_dir, "config.1.yaml")), "the previous config is kept"
+    with open(os.path.join(run_dir, "config.yaml")) as f:
+        assert yaml.safe_load(f)["config"]["total_env_steps"] == 480
+
+
+def test_resume_rewinds_metrics_written_after_the_checkpoint_without_deleting_them(straight_run, tmp_path, capsys):
+    import shutil
+
+    run_dir = str(tmp_path / "rewound")
+    shutil.copytree(straight_run, run_dir)
+    shutil.rmtree(os.path.join(run_dir, "checkpoints", "400"))  # as if killed after logging 400, before saving it
+    with open(os.path.join(run_dir, "metrics.jsonl"), "a") as f:
+        f.write('{"seed": 0, "env_st')  # and mid-line
+    run_cli(["--resume", run_dir], capsys)
+    assert without_timing(read_rows(run_dir)) == without_timing(read_rows(straight_run))
+    with open(os.path.join(run_dir, "metrics.discarded.jsonl")) as f:
+        header, row, cut = f.read().splitlines()
+    assert json.loads(header)["discarded_on_resume_from"] == 360
+    assert json.loads(row)["env_steps"] == 400  # the row the checkpoint did not cover
+    assert cut == '{"seed": 0, "env_st'  # kept as it was
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--network.latent-dim", "32"], "network.latent_dim"),
+        (["--num-envs", "8"], "num_envs"),
+        (["--env-id", "Acrobot-v1"], "is a 'CartPole-v1' run"),
+    ],
+)
+def test_resume_refuses_an_incompatible_config_and_names_what_differs(straight_run, flags, named, capsys):
+    before = sorted(os.listdir(straight_run))
+    err = run_cli(["--resume", straight_run, *flags], capsys, code=2)
+    assert named in err
+    assert sorted(os.listdir(straight_run)) == before
+
+
+def test_resume_of_a_missing_or_foreign_directory_says_so(tmp_path, capsys):
+    err = run_cli(["--resume", str(tmp_path / "nowhere")], capsys, code=2)
+    assert "no such directory" in err
+    (tmp_path / "notarun").mkdir()
+    err = run_cli(["--resume", str(tmp_path / "notarun")], capsys, code=2)
+    assert "not an ezv run directory" in err
+
+
+def test_a_corrupt_checkpoint_gives_a_clear_error_and_nothing_is_deleted(straight_run, tmp_path, capsys):
+    import shutil
+
+    run_dir = str(tmp_path / "corrupt")
+    shutil.copytree(straight_run, run_dir)
+    state_dir = os.path.join(run_dir, "checkpoints", "400", "state")
+    for root, _, files in os.walk(state_dir):
+        for name in files:
+            if name != "commit_success.txt" and not name.startswith("_"):
+                with open(os.path.join(root, name), "wb") as f:
+                    f.write(b"garbage")
+    files_before = sorted(os.path.relpath(os.path.join(r, f), run_dir) for r, _, fs in os.walk(run_dir) for f in fs)
+    err = run_cli(["--resume", run_dir], capsys, code=2)
+    assert "checkpoints/400" in err and "--resume-step" in err
+    files_after = sorted(os.path.relpath(os.path.join(r, f), run_dir) for r, _, fs in os.walk(run_dir) for f in fs)
+    assert files_after == files_before
+    run_cli(["--resume", run_dir, "--resume-step", "360"], capsys)  # an older checkpoint still works
+    assert read_rows(run_dir)[-1]["env_steps"] == 400
+    assert ckpt.available_steps(run_dir)[-1] == 400  # saved anew; the damaged one was set aside, not deleted
+    assert len(os.listdir(os.path.join(run_dir, "checkpoints-set-aside"))) == 1
+
+
+def test_a_diverging_run_stops_at_the_update_and_term_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    run_dir = str(tmp_path / "diverge")
+    err = run_cli(["--env-id", "CartPole-v1", "--run-dir", run_dir, *TINY_FLAGS, "--checkpoint-interval", "40",
+                   "--learner.learning-rate", "1e12", "--learner.max-grad-norm", "1e30"], capsys, code=3)
+    assert "became non-finite at update" in err and "checkpoints/40" in err
+    assert any(term in err for term in ("loss", "grad_norm"))
+    assert ckpt.available_steps(run_dir) == [40]
+
+
+def test_seed_sweep_trains_every_seed_in_one_program_and_logs_each(tmp_path, capsys):
+    run_dir = str(tmp_path / "seeds")
+    run_cli(["--env-id", "CartPole-v1", "--seed", "3", "--num-seeds", "2", "--run-dir", run_dir, *TINY_FLAGS], capsys)
+    rows = read_rows(run_dir)
+    assert [(r["env_steps"], r["seed"]) for r in rows] == [(40, 3), (40, 4), (80, 3), (80, 4)]
+    assert all(r["eval_episodes"] == 2 for r in rows)
+    # The seeds are independent runs: different episodes, different networks.
+    assert rows[2]["loss"] != rows[3]["loss"]
+    from ezv.export import export_run
+
+    files = export_run(run_dir, str(tmp_path / "agents"))
+    assert [os.path.basename(f) for f in files] == ["CartPole-v1-s3-e80-t20.ezv", "CartPole-v1-s4-e80-t20.ezv"]
+
+
+def test_export_then_load_agent_and_evaluate_from_the_file_or_the_run(straight_run, tmp_path, capsys):
+    import ezv
+    from ezv import evaluate
+    from ezv.export import export_run
+
+    (path,) = export_run(straight_run, str(tmp_path))
+    meta = ckpt.read_meta(straight_run, 400)
+    assert os.path.basename(path) == f"CartPole-v1-s0-e400-t{meta['updates']}.ezv"
+    agent = ezv.load_agent(path)
+    obs = np.zeros((5,) + agent.obs_shape, np.float32)
+    actions = np.asarray(agent.act(obs, jax.random.PRNGKey(0)))
+    assert actions.shape == (5,) and set(actions.tolist()) <= {0, 1}
+    assert int(agent.act(obs[0], jax.random.PRNGKey(0))) in (0, 1)
+    from_file = evaluate.main([path, "--episodes", "4", "--json", str(tmp_path / "e.json")])
+    from_run = evaluate.main([straight_run, "--episodes", "4"])
+    assert from_file["seeds"]["0"]["returns"] == from_run["seeds"]["0"]["returns"]
+    assert json.load(open(tmp_path / "e.json"))["episodes"] == 4
+
+
+def test_evaluate_rejects_what_it_cannot_read(tmp_path, capsys):
+    from ezv import evaluate
+
+    bad = tmp_path / "agent.ezv"
+    bad.write_bytes(b"not an agent")
+    for source in (str(bad), str(tmp_path / "missing")):
+        with pytest.raises(SystemExit) as info:
+            evaluate.main([source])
+        assert info.value.code == 2
+    assert "not" in capsys.readouterr().err
+
+
+def test_atari_scores_are_human_normalised_with_the_shipped_table():
+    from ezv import evaluate, scores
+
+    row = evaluate.summarize("Breakout-v5", {"returns": np.array([1.7, 30.5 + 1.7]), "lengths": np.array([10, 10]),
+                                             "finished": np.array([True, True])})
+    random_, human = scores.atari_table()["Breakout"]["random"], scores.atari_table()["Breakout"]["human"]
+    assert row["human_normalized"] == pytest.approx((row["return_mean"] - random_) / (human - random_))
+    assert scores.iqm([0, 1, 2, 3, 100, -100, 4, 5]) == pytest.approx(np.mean([1, 2, 3, 4]))
+    ref = scores.reference_aggregates()
+    assert ref["mean"] == pytest.approx(2.68, abs=0.01) and ref["median"] == pytest.approx(1.235, abs=0.01)
+
+
+def test_video_of_an_image_env_episode(tmp_path):
+    import dataclasses
+
+    import ezv.envs as envs
+    from ezv.agent import Agent
+    from ezv.evaluate import record_video
+    from ezv.train import resolve_config
+
+    cfg = resolve_config(["--env-id", "Breakout-MinAtar", "--network.latent-dim", "16", "--network.mlp-hidden", "16",
+                          "--network.mlp-blocks", "1", "--env-options", "max_episode_steps", "30"])
+    env = envs.make(cfg.env_id, 1, 0, **cfg.env_options)
+    state = Agent(cfg, env).init(jax.random.PRNGKey(0))
+    path = str(tmp_path / "episode.gif")
+    length = record_video(dataclasses.replace(cfg), env.spec, {"params": state.params, "batch_stats": state.batch_stats},
+                          path, seed=0)
+    import imageio.v2 as imageio
+
+    frames = imageio.mimread(path)
+    assert 1 <= length <= 30 and len(frames) == length + 1 and frames[0].shape == (320, 320, 3)
+
+
+def test_plot_draws_curves_and_tabulates_human_normalised_scores(straight_run, tmp_path):
+    from ezv import plot
+
+    # A finished Atari run as metrics (two seeds): the table must normalise and aggregate it.
+    atari = tmp_path / "breakout"
+    atari.mkdir()
+    (atari / "config.yaml").write_text(yaml.safe_dump({"config": {"env_id": "Breakout-v5", "seed": 0}}))
+    with open(atari / "metrics.jsonl", "w") as f:
+        for seed, value in ((0, 10.0), (1, 30.0)):
+            f.write(json.dumps({"seed": seed, "env_steps": 100_000, "eval_return_mean": value}) + "\n")
+    out = str(tmp_path / "curves.png")
+    table = plot.main([straight_run, str(atari), "--out", out, "--table", str(tmp_path / "t.md")])
+    assert os.path.getsize(out) > 10_000
+    from ezv import scores
+
+    expected = scores.human_normalized("Breakout", 20.0)
+    assert f"{expected:.3f}" in table and "IQM" in table and "CartPole-v1" in table
+
+
+ENVPOOL_TINY = [
+    "--env-id", "CheetahRun-v1", "--preset", "control", "--search.num-simulations", "4",
+    "--search.num-sampled-actions", "4", "--search.policy-sampled-actions", "1", "--learner.entropy-samples", "8",
+    "--env-options", "max_episode_steps", "8",
+]
+
+
+def test_envpool_seeds_share_one_pool_and_a_resume_restarts_its_episodes(tmp_path, capsys):
+    run_dir = str(tmp_path / "pool")
+    run_cli([*ENVPOOL_TINY, "--num-seeds", "2", "--run-dir", run_dir, *TINY_FLAGS], capsys)
+    rows = read_rows(run_dir)
+    assert [(r["env_steps"], r["seed"]) for r in rows] == [(40, 0), (40, 1), (80, 0), (80, 1)]
+    assert rows[2]["train_episodes"] > 0 and rows[2]["loss"] != rows[3]["loss"]
+    out = run_cli(["--resume", run_dir, "--total-env-steps", "120"], capsys).out
+    assert "fresh episodes" in out
+    rows = read_rows(run_dir)
+    assert [(r["env_steps"], r["seed"]) for r in rows][-2:] == [(120, 0), (120, 1)]
+    assert all(np.isfinite(r["loss"]) for r in rows[-2:])
+
+
+def test_wandb_is_optional_and_asking_for_it_without_the_package_says_how(tmp_path, capsys):
+    try:
+        import wandb  # noqa: F401
+
+        pytest.skip("wandb is installed here")
+    except ImportError:
+        pass
+    err = run_cli(["--env-id", "CartPole-v1", "--run-dir", str(tmp_path / "r"), *TINY_FLAGS, "--wandb"], capsys, code=2)
+    assert "pip install wandb" in err
+    assert not (tmp_path / "r").exists()
