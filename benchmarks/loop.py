@@ -86,6 +86,8 @@ def measure(
         reanalysed_roots_per_s=updates * roots_per_update / loop_s,
         stage_ms=stages,
         stage_share={k: v / total for k, v in per_iteration.items()},
+        # The learner alone (sample + reanalysis search + targets + gradient step, per update).
+        learner_updates_per_s=1e3 / sum(v for k, v in stages.items() if not k.startswith("act")),
     )
     if with_flops:
         flops = loop_flops(agent, state)
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"Full loop, {row['env_id']} ({row['preset']} preset) on {row['device']}",
         [row],
         ["env_id", "num_envs", "batch_size", "simulations", "compile_s", "env_steps_per_s", "updates_per_s",
-         "reanalysed_roots_per_s"],
+         "reanalysed_roots_per_s", "learner_updates_per_s"],
     )
     print_table(
         "Where an iteration's time goes (stages timed separately)",

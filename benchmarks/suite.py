@@ -130,6 +130,8 @@ def summary_markdown(suite: Suite) -> str:
                   "|---|" + "---:|" * len(loops)]
         for stage in loops[0]["stage_ms"]:
             lines.append(f"| {stage} | " + " | ".join(f"{r['stage_ms'][stage]:,.2f}" for r in loops) + " |")
+        lines.append("| learner alone: updates/s at this batch | " + " | ".join(
+            f"{r['learner_updates_per_s']:,.1f}" for r in loops) + " |")
         lines.append("| share: reanalysis search / gradient / act | " + " | ".join(
             f"{100 * r['stage_share']['reanalysis search']:.0f}% / {100 * r['stage_share']['gradient step']:.0f}% / "
             f"{100 * r['stage_share']['act (per iteration)']:.0f}%" for r in loops) + " |")

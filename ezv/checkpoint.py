@@ -99,7 +99,7 @@ class Checkpointer:
 
         self.manager.save(
             step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), model=ocp.args.StandardSave(model),
+            args=ocp.args.Composite(state=ocp.args.StandardSave(_fill_empty(state)), model=ocp.args.StandardSave(model),
                                     meta=ocp.args.JsonSave(meta)),
             force=True,
         )
@@ -168,10 +168,35 @@ def read_meta(run_dir: str, step: int) -> dict[str, Any]:
                               f"({e}); complete checkpoints: {available_steps(run_dir)}.") from e
 
 
+def _fill_empty(tree: Any) -> Any:
+    """orbax cannot save zero-size arrays (MJX data has some, e.g. `act` of a model without
+    actuator state): each is saved as one element and restored to its empty shape."""
+    def fill(x):
+        if int(np.prod(x.shape)):
+            return x
+        if isinstance(x, jax.ShapeDtypeStruct):
+            return jax.ShapeDtypeStruct((1,), x.dtype, sharding=_replicated_like(x.sharding))
+        return jax.numpy.zeros((1,), x.dtype)
+
+    return jax.tree.map(fill, tree)
+
+
+def _replicated_like(sharding: Any) -> Any:
+    if sharding is None or not hasattr(sharding, "mesh"):
+        return sharding
+    return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+
+
+def _unfill_empty(restored: Any, abstract_state: Any) -> Any:
+    return jax.tree.map(lambda r, a: r if np.prod(a.shape) else jax.numpy.zeros(a.shape, a.dtype), restored,
+                        abstract_state)
+
+
 def restore_state(run_dir: str, step: int, abstract_state: Any) -> Any:
     """The saved state, shaped like `abstract_state` (a pytree of jax.ShapeDtypeStruct)."""
     import orbax.checkpoint as ocp
 
+    full_abstract, abstract_state = abstract_state, _fill_empty(abstract_state)
     manager = _manager(checkpoint_dir(run_dir), None, read_only=True)
     where = os.path.join(checkpoint_dir(run_dir), str(step))
     saved_shapes = _saved_shapes(manager, step)
@@ -191,7 +216,7 @@ def restore_state(run_dir: str, step: int, abstract_state: Any) -> Any:
         ) from e
     finally:
         manager.close()
-    return restored["state"]
+    return _unfill_empty(restored["state"], full_abstract)
 
 
 def restore_model(run_dir: str, step: int) -> dict[str, Any]:

@@ -154,21 +154,19 @@ class Config:
     eval_episodes: int = 10
     env_options: dict[str, int | float | bool | str] = dataclasses.field(default_factory=dict)
     quiet: bool = False  # no progress bar (logs still go to metrics.jsonl and stdout lines)
-    # Checkpoints (RUN_DIR/checkpoints): every this many env steps (None: every --eval-interval;
-    # 0: only at the end), and during the offline phase every this many updates; keep the newest k.
+    # Checkpoints in RUN_DIR/checkpoints every this many env steps, and every as many updates in the
+    # offline phase (None: every --eval-interval; 0: only at the end).
     checkpoint_interval: int | None = None
-    keep_checkpoints: int = 2
-    # Continue the run in this directory from its newest checkpoint (--resume-step: another one);
-    # its config.yaml is the base config, flags given with --resume override the changeable fields.
+    keep_checkpoints: int = 2  # how many of the newest checkpoints to keep
+    # Continue the run in this directory from its newest checkpoint. Its config.yaml is the base
+    # config; flags given with --resume may change what does not change the state's shapes.
     resume: str | None = None
-    resume_step: int | None = None
-    # Train this many independent seeds (seed, seed+1, ...) in one compiled program (jax.vmap).
-    num_seeds: int = 1
-    # Data-parallel over this many local devices (learner batch and envs split across devices).
-    devices: int = 1
+    resume_step: int | None = None  # with --resume: continue from this checkpoint instead of the newest
+    num_seeds: int = 1  # train seeds seed, seed+1, ... as independent runs in one compiled program (vmap)
+    devices: int = 1  # data-parallel over this many local devices (envs and learner batch split)
     tensorboard: bool = True  # TensorBoard event files in RUN_DIR/tensorboard
     wandb: bool = False  # also log to Weights & Biases (needs `pip install wandb`)
-    wandb_project: str = "ezv"
+    wandb_project: str = "ezv"  # the W&B project of --wandb
     network: NetworkConfig = NetworkConfig()
     search: SearchConfig = SearchConfig()
     replay: ReplayConfig = ReplayConfig()

@@ -276,3 +276,49 @@ def test_wandb_is_optional_and_asking_for_it_without_the_package_says_how(tmp_pa
     err = run_cli(["--env-id", "CartPole-v1", "--run-dir", str(tmp_path / "r"), *TINY_FLAGS, "--wandb"], capsys, code=2)
     assert "pip install wandb" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_video_of_a_classic_control_episode_is_drawn_from_its_observations(straight_run, tmp_path, capsys):
+    from ezv import evaluate
+
+    path = str(tmp_path / "cartpole.mp4")
+    report = evaluate.main([straight_run, "--episodes", "2", "--video", path])
+    assert report["video"] == path and os.path.getsize(path) > 1_000
+    import imageio.v2 as imageio
+
+    frames = imageio.mimread(path, memtest=False)
+    assert len(frames) >= 2 and frames[0].shape == (400, 400, 3)
+    assert not np.array_equal(frames[0], frames[-1]), "the pole moves"
+
+
+def test_checkpoints_round_trip_states_with_empty_arrays(tmp_path):
+    # MJX data holds zero-size arrays (e.g. `act` of a model without actuator state), which orbax
+    # cannot write as they are.
+    import jax.numpy as jnp
+
+    state = {"params": {"w": jnp.arange(6.0).reshape(2, 3)}, "env": {"act": jnp.zeros((4, 0)), "qpos": jnp.ones(4)},
+             "step": jnp.int32(7)}
+    saver = ckpt.Checkpointer(str(tmp_path), keep=1)
+    saver.save(10, state, {"params": state["params"]}, {"env_steps": 10})
+    saver.close()
+    assert ckpt.available_steps(str(tmp_path)) == [10]
+    restored = ckpt.restore_state(str(tmp_path), 10, ckpt.abstract(state))
+    assert jax.tree.map(lambda x: (x.shape, str(x.dtype)), restored) == jax.tree.map(lambda x: (x.shape, str(x.dtype)), state)
+    np.testing.assert_array_equal(restored["params"]["w"], state["params"]["w"])
+    assert int(restored["step"]) == 7
+
+
+@pytest.mark.slow
+def test_a_playground_run_resumes_exactly(tmp_path, capsys):
+    flags = ["--env-id", "dmc/CartpoleBalance", "--preset", "control", "--search.num-simulations", "4",
+             "--search.num-sampled-actions", "4", "--search.policy-sampled-actions", "1",
+             "--learner.entropy-samples", "8", *TINY_FLAGS, "--checkpoint-interval", "40", "--keep-checkpoints", "3"]
+    straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+    run_cli([*flags, "--total-env-steps", "120", "--run-dir", straight], capsys)
+    run_cli([*flags, "--total-env-steps", "120", "--run-dir", split], capsys)
+    import shutil
+
+    for later in (80, 120):  # as if killed after the first checkpoint
+        shutil.rmtree(os.path.join(split, "checkpoints", str(later)))
+    run_cli(["--resume", split], capsys)
+    assert without_timing(read_rows(split)) == without_timing(read_rows(straight))
