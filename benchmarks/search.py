@@ -4,7 +4,8 @@
 
 One jitted call of the agent's search (root inference + mctx search, acting settings) over a
 batch of roots with freshly initialised networks: the acting batch is `num_envs`, the
-reanalysis batch of one update is `batch_size x (unroll + 1)`. The model FLOPs of a search
+reanalysis batch of one update is `batch_size x (unroll + 1)`, and the loop's grouped reanalysis
+searches `updates_per_iteration` times that. The model FLOPs of a search
 (root inference + one recurrent call per simulation, from XLA's cost analysis) give the
 achieved FLOP/s; the rest of a search's time is mctx's tree bookkeeping.
 """
@@ -83,7 +84,8 @@ def default_batches(agent: Agent, quick: bool) -> list[int]:
     reanalysis = L.batch_size * (L.unroll_steps + 1)
     if quick and jax.default_backend() == "cpu":  # the Atari network takes ~1 s per acting search here
         return [agent.num_envs] if agent.cfg.preset == "atari" else [agent.num_envs, L.batch_size]
-    return sorted({agent.num_envs, L.batch_size, reanalysis})
+    # The loop reanalyses an iteration's batches in one search: updates_per_iteration x that many roots.
+    return sorted({agent.num_envs, L.batch_size, reanalysis, reanalysis * agent.cfg.updates_per_iteration})
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -136,9 +136,6 @@ class Agent:
         # envs). All seeds take the same number of steps, so the chunk's start step is shared.
         self.init_seeds = jax.jit(jax.vmap(self.init))
         self.train_chunk_seeds = jax.jit(jax.vmap(self._train_chunk_from, in_axes=(0, None)), donate_argnums=0)
-        self.offline_chunk_seeds = jax.jit(
-            jax.vmap(self._offline_chunk, in_axes=(0, None)), static_argnums=1, donate_argnums=0
-        )
         self.evaluate_seeds = jax.jit(jax.vmap(self._evaluate))
 
     # --- shapes ---------------------------------------------------------------------------

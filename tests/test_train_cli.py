@@ -72,6 +72,11 @@ def test_an_unknown_env_id_fails_with_close_matches(capsys):
         (["--replay.capacity", "40"], "--replay.capacity"),
         (["--log-interval", "1001"], "--log-interval"),
         (["--preset", "dmc_pixels"], "--preset"),
+        (["--checkpoint-interval", "300"], "--checkpoint-interval"),
+        (["--keep-checkpoints", "0"], "--keep-checkpoints"),
+        (["--num-seeds", "0"], "--num-seeds"),
+        (["--resume-step", "10"], "--resume-step needs --resume"),
+        (["--env-id", "Breakout-v5", "--devices", "2"], "pure-JAX env"),
     ],
 )
 def test_impossible_settings_fail_before_compiling_with_what_to_change(flags, named, capsys, tmp_path):
