@@ -52,6 +52,17 @@ def print_table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> N
         print("| " + " | ".join(v.rjust(w) for v, w in zip(row, widths)) + " |")
 
 
+def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], text_columns: int = 1) -> list[str]:
+    """Lines of a markdown table (and a blank line after it): one (header, format string over the
+    row's fields) per column; the first `text_columns` columns are left-aligned, the rest right."""
+    return [
+        "| " + " | ".join(header for header, _ in columns) + " |",
+        "|" + "|".join("---" if i < text_columns else "---:" for i in range(len(columns))) + "|",
+        *("| " + " | ".join(fmt.format(**row) for _, fmt in columns) + " |" for row in rows),
+        "",
+    ]
+
+
 def save_json(path: str | None, name: str, rows: list[dict[str, Any]]) -> None:
     if not path:
         return

@@ -1,6 +1,7 @@
 """Learning curves: evaluation return vs env steps and wall-clock, over seeds.
 
     python -m benchmarks learning --env-id CartPole-v1 --seeds 0 1 2 [--threshold 475] [--together] [train flags]
+    python -m benchmarks learning --from-runs RUN_DIR [RUN_DIR ...]   # tabulate finished (or resumed) runs
 
 Runs `ezv.train` once per seed (sequentially, runs under benchmarks/out/runs/), or with `--together`
 once with `--num-seeds` (consecutive seeds vmapped in one program), then prints the mean and std of
@@ -40,7 +41,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--out", default="benchmarks/out/runs")
     parser.add_argument("--json", default=None)
     parser.add_argument("--together", action="store_true", help="one run with --num-seeds (seeds must be consecutive)")
+    parser.add_argument("--from-runs", nargs="+", default=None, metavar="RUN_DIR",
+                        help="train nothing; tabulate the evaluations these run directories logged")
     args, extra = parser.parse_known_args(argv)
+    if args.from_runs:
+        curves = [c for run_dir in args.from_runs for c in read_evals(run_dir).values()]
+        with open(os.path.join(args.from_runs[0], "config.yaml")) as f:
+            env_id = next((line.split(":", 1)[1].strip() for line in f if line.strip().startswith("env_id:")), "?")
+        return summarise(curves, f"{env_id} ({len(curves)} seed(s))", args.threshold, args.json)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     curves = []
     if args.together:
@@ -55,6 +63,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         cfg = resolve_config(["--env-id", args.env_id, "--seed", str(seed), "--run-dir", run_dir, "--quiet", *extra])
         train(cfg)
         curves.extend(read_evals(run_dir).values())
+    return summarise(curves, f"{args.env_id} seeds {args.seeds}", args.threshold, args.json)
+
+
+def summarise(curves: list[list[dict]], title: str, threshold: float | None, json_path: str | None) -> list[dict]:
     steps = sorted({r["env_steps"] for c in curves for r in c})
     rows = []
     for s in steps:
@@ -64,13 +76,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rows.append(dict(env_steps=s, eval_return_mean=float(returns.mean()), eval_return_std=float(returns.std()),
                          seeds=len(returns), wall_s_mean=float(walls.mean()),
                          per_seed=[round(float(x), 1) for x in returns]))
-    print_table(f"{args.env_id}: evaluation return over seeds {args.seeds}", rows,
+    print_table(f"{title}: evaluation return over seeds", rows,
                 ["env_steps", "eval_return_mean", "eval_return_std", "seeds", "wall_s_mean", "per_seed"])
-    if args.threshold is not None:
-        hit = next((r for r in rows if r["eval_return_mean"] >= args.threshold), None)
-        print(f"seed-mean eval return >= {args.threshold}: "
+    if threshold is not None:
+        hit = next((r for r in rows if r["eval_return_mean"] >= threshold), None)
+        print(f"seed-mean eval return >= {threshold}: "
               + (f"at {hit['env_steps']} env steps ({hit['wall_s_mean']:.0f}s)" if hit else "not reached"))
-    save_json(args.json, "learning", rows)
+    save_json(json_path, "learning", rows)
     return rows
 
 

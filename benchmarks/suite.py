@@ -34,7 +34,7 @@ from benchmarks import loop as loop_bench
 from benchmarks import peak as peak_bench
 from benchmarks import search as search_bench
 from benchmarks import seeds as seeds_bench
-from benchmarks.common import machine
+from benchmarks.common import machine, markdown_table
 
 # (env id, extra flags) per preset; the Atari loop on a CPU takes ~20 s per update, so the quick
 # CPU suite times the small presets and leaves the reference-sized ones to the stage profile.
@@ -142,25 +142,19 @@ def summary_markdown(suite: Suite) -> str:
             lines.append(f"| {key} | " + " | ".join(f"{r['flops'][key] / 1e9:,.2f}" for r in loops if "flops" in r) + " |")
         lines.append("")
     if "seeds" in suite.results:
-        lines += ["| seeds | compile (s) | s per chunk | env steps/s (all seeds) | cost vs sequential runs |",
-                  "|---:|---:|---:|---:|---:|"]
-        for r in suite.results["seeds"]:
-            lines.append(f"| {r['seeds']} | {r['compile_s']:.1f} | {r['s_per_chunk']:.3f} | "
-                         f"{r['env_steps_per_s_total']:,.0f} | {r['cost_vs_sequential']:.2f} |")
-        lines.append("")
+        lines += markdown_table(suite.results["seeds"], [
+            ("seeds", "{seeds}"), ("compile (s)", "{compile_s:.1f}"), ("s per chunk", "{s_per_chunk:.3f}"),
+            ("env steps/s (all seeds)", "{env_steps_per_s_total:,.0f}"),
+            ("cost vs sequential runs", "{cost_vs_sequential:.2f}")], text_columns=0)
     if "search" in suite.results:
-        lines += ["| search: preset | batch | sims | ms | roots/s | simulations/s | model TFLOP/s |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
-        for r in suite.results["search"]:
-            lines.append(f"| {r['preset']} | {r['batch']} | {r['simulations']} | {r['ms_per_search']:,.2f} | "
-                         f"{r['roots_per_s']:,.0f} | {r['simulations_per_s']:,.0f} | {r['model_tflops']:.3g} |")
-        lines.append("")
+        lines += markdown_table(suite.results["search"], [
+            ("search: preset", "{preset}"), ("batch", "{batch}"), ("sims", "{simulations}"),
+            ("ms", "{ms_per_search:,.2f}"), ("roots/s", "{roots_per_s:,.0f}"),
+            ("simulations/s", "{simulations_per_s:,.0f}"), ("model TFLOP/s", "{model_tflops:.3g}")])
     if "envs" in suite.results:
-        lines += ["| env: backend | id | N | agent steps/s | compile (s) |", "|---|---|---:|---:|---:|"]
-        for r in suite.results["envs"]:
-            lines.append(f"| {r['backend']} | {r['env_id']} | {r['num_envs']} | {r['agent_steps_per_s']:,.0f} | "
-                         f"{r['compile_s']:.1f} |")
-        lines.append("")
+        lines += markdown_table(suite.results["envs"], [
+            ("env: backend", "{backend}"), ("id", "{env_id}"), ("N", "{num_envs}"),
+            ("agent steps/s", "{agent_steps_per_s:,.0f}"), ("compile (s)", "{compile_s:.1f}")], text_columns=2)
     for name, why in suite.failures.items():
         lines.append(f"- {name}: not measured ({why.splitlines()[0][:200]})")
     return "\n".join(lines) + "\n"

@@ -12,6 +12,12 @@
 orbax writes each checkpoint into a temporary folder and renames it when complete, so a process
 killed mid-save leaves a temporary folder that is never picked up (nor deleted: it is the user's
 data). Incompatible or unreadable checkpoints raise `CheckpointError` with what differs.
+
+    RUN_DIR/checkpoints/<step>/checksums.json   size and CRC-32 of every file above, written once
+                                       the save is complete; a restore checks them first, so a
+                                       damaged checkpoint is named file by file before orbax reads it
+                                       (orbax, failing halfway through a read, leaves tensorstore
+                                       callbacks firing into a closed event loop).
 """
 
 from __future__ import annotations
@@ -104,7 +110,9 @@ class Checkpointer:
             force=True,
         )
         self.manager.wait_until_finished()
-        return os.path.join(self.directory, str(step))
+        where = os.path.join(self.directory, str(step))
+        write_checksums(where)
+        return where
 
     def close(self) -> None:
         self.manager.close()
@@ -156,6 +164,73 @@ def set_aside_after(run_dir: str, step: int) -> list[str]:
     return moved
 
 
+CHECKSUMS = "checksums.json"
+
+
+def _file_checksums(step_dir: str) -> dict[str, list[int]]:
+    import zlib
+
+    sums = {}
+    for root, _, files in os.walk(step_dir):
+        for name in files:
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, step_dir)
+            if rel == CHECKSUMS:
+                continue
+            crc = 0
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 24):
+                    crc = zlib.crc32(chunk, crc)
+            sums[rel] = [os.path.getsize(path), crc]
+    return sums
+
+
+def write_checksums(step_dir: str) -> None:
+    """Record every file of a finished checkpoint (atomically: a checkpoint without the file is
+    restored unchecked, never wrongly rejected)."""
+    import json
+
+    tmp = os.path.join(step_dir, CHECKSUMS + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(_file_checksums(step_dir), f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(step_dir, CHECKSUMS))
+
+
+def verify(run_dir: str, step: int, items: tuple[str, ...] = ("state", "model", "meta")) -> None:
+    """Raise CheckpointError naming the files of `items` that differ from what was saved."""
+    import json
+
+    step_dir = os.path.join(checkpoint_dir(run_dir), str(step))
+    try:
+        with open(os.path.join(step_dir, CHECKSUMS)) as f:
+            saved = json.load(f)
+    except FileNotFoundError:
+        return  # saved by a process killed before it recorded them, or by an older ezv
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {step_dir!r}: unreadable {CHECKSUMS} ({e}). Complete checkpoints of this "
+                              f"run: {available_steps(run_dir)}; pick another with --resume-step.") from e
+    now = _file_checksums(step_dir)
+    damaged = []
+    for rel, (size, crc) in saved.items():
+        if rel.split(os.sep)[0] not in items:
+            continue
+        if rel not in now:
+            damaged.append(f"{rel} is missing")
+        elif now[rel][0] != size:
+            damaged.append(f"{rel} has {now[rel][0]} bytes, {size} when saved")
+        elif now[rel][1] != crc:
+            damaged.append(f"{rel} has changed since it was saved")
+    if damaged:
+        raise CheckpointError(
+            f"checkpoint {step_dir!r} is damaged:\n  " + "\n  ".join(damaged[:8])
+            + (f"\n  ... and {len(damaged) - 8} more" if len(damaged) > 8 else "")
+            + f"\nComplete checkpoints of this run: {available_steps(run_dir)}; pick another with --resume-step. "
+            "Nothing was changed in the run directory."
+        )
+
+
 def read_meta(run_dir: str, step: int) -> dict[str, Any]:
     import json
 
@@ -197,6 +272,7 @@ def restore_state(run_dir: str, step: int, abstract_state: Any) -> Any:
     import orbax.checkpoint as ocp
 
     full_abstract, abstract_state = abstract_state, _fill_empty(abstract_state)
+    verify(run_dir, step, ("state",))
     manager = _manager(checkpoint_dir(run_dir), None, read_only=True)
     where = os.path.join(checkpoint_dir(run_dir), str(step))
     saved_shapes = _saved_shapes(manager, step)
@@ -223,6 +299,7 @@ def restore_model(run_dir: str, step: int) -> dict[str, Any]:
     """{"params", "batch_stats"} of a checkpoint as numpy arrays (leading seed axis with several seeds)."""
     import orbax.checkpoint as ocp
 
+    verify(run_dir, step, ("model",))
     manager = _manager(checkpoint_dir(run_dir), None, read_only=True)
     where = os.path.join(checkpoint_dir(run_dir), str(step))
     try:
