@@ -57,8 +57,7 @@ def measure(agent: Agent, batch: int, repeats: int = 3) -> dict:
         obs = jax.random.randint(obs_key, shape, 0, 256).astype(agent.spec.obs_dtype)
     else:
         obs = jax.random.normal(obs_key, shape, jnp.float32)
-    state = agent.init(params_key)
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    variables = jax.jit(agent.init_networks)(params_key)  # no replay: the Atari one is gigabytes
     compile_s, seconds = time_compiled(search_fn(agent), variables, key, obs, repeats=repeats)
     sims = agent.num_simulations
     # FLOPs are the same on every device: counted on a CPU only (each count is another compile).

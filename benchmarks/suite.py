@@ -1,6 +1,6 @@
 """Every benchmark in one run, with a ceiling analysis and a markdown summary.
 
-    python -m benchmarks all --quick                 # CPU: a few minutes
+    python -m benchmarks all --quick                 # CPU: about 5 minutes on 2 cores
     python -m benchmarks all --out benchmarks/out/gpu --budget-s 480   # on a GPU (benchmarks/gpu.sh)
 
 Parts, in order (`OUT/results.json` and `OUT/summary.md` are rewritten as each part finishes, so a

@@ -158,13 +158,18 @@ class Agent:
         env_state, ts = self.env.reset(env_key)
         return self.init_with_env(key, env_state, ts, shard)
 
+    def init_networks(self, key: jax.Array) -> dict[str, Any]:
+        """Fresh {"params", "batch_stats"} of the networks alone."""
+        obs = jnp.zeros((1,) + self.stacked_obs_shape, self.spec.obs_dtype)
+        variables = self.net.init(key, obs, jnp.zeros((1,) + self.action_shape, self.action_dtype))
+        return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+
     def init_with_env(self, key: jax.Array, env_state: Any, ts: TimeStep, shard: jax.Array | int = 0) -> TrainState:
         """`init` around envs that are already reset (an env shared by several seeds' states)."""
         net_key, _, state_key = jax.random.split(key, 3)
         if self.num_devices > 1:
             state_key = jax.random.fold_in(state_key, shard)
-        obs = jnp.zeros((1,) + self.stacked_obs_shape, self.spec.obs_dtype)
-        variables = self.net.init(net_key, obs, jnp.zeros((1,) + self.action_shape, self.action_dtype))
+        variables = self.init_networks(net_key)
         params, batch_stats = variables["params"], variables.get("batch_stats", {})
         frames = jnp.broadcast_to(ts.obs[:, None], (self.num_envs, self.frame_stack) + ts.obs.shape[1:])
         state = TrainState(
