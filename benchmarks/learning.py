@@ -12,22 +12,21 @@ step at which the seed-mean crosses `--threshold`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
 import numpy as np
 
 from benchmarks.common import print_table, save_json
+from ezv.logger import file_safe, read_rows
+from ezv.plot import read_run
 from ezv.train import resolve_config, train
 
 
 def read_evals(run_dir: str) -> dict[int, list[dict]]:
     """Evaluation rows of a run, per seed."""
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f]
     by_seed: dict[int, list[dict]] = {}
-    for r in rows:
+    for r in read_rows(run_dir):
         if r.get("eval_return_mean") is not None and not r.get("offline"):
             by_seed.setdefault(int(r.get("seed", 0)), []).append(r)
     return by_seed
@@ -46,20 +45,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args, extra = parser.parse_known_args(argv)
     if args.from_runs:
         curves = [c for run_dir in args.from_runs for c in read_evals(run_dir).values()]
-        with open(os.path.join(args.from_runs[0], "config.yaml")) as f:
-            env_id = next((line.split(":", 1)[1].strip() for line in f if line.strip().startswith("env_id:")), "?")
+        env_id = read_run(args.from_runs[0])[0]
         return summarise(curves, f"{env_id} ({len(curves)} seed(s))", args.threshold, args.json)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     curves = []
     if args.together:
         if args.seeds != list(range(args.seeds[0], args.seeds[0] + len(args.seeds))):
             parser.error("--together needs consecutive seeds")
-        run_dir = os.path.join(args.out, f"{args.env_id.replace('/', '_')}-s{args.seeds[0]}x{len(args.seeds)}-{stamp}")
+        run_dir = os.path.join(args.out, f"{file_safe(args.env_id)}-s{args.seeds[0]}x{len(args.seeds)}-{stamp}")
         train(resolve_config(["--env-id", args.env_id, "--seed", str(args.seeds[0]), "--num-seeds",
                               str(len(args.seeds)), "--run-dir", run_dir, "--quiet", *extra]))
         curves = list(read_evals(run_dir).values())
     for seed in [] if args.together else args.seeds:
-        run_dir = os.path.join(args.out, f"{args.env_id.replace('/', '_')}-s{seed}-{stamp}")
+        run_dir = os.path.join(args.out, f"{file_safe(args.env_id)}-s{seed}-{stamp}")
         cfg = resolve_config(["--env-id", args.env_id, "--seed", str(seed), "--run-dir", run_dir, "--quiet", *extra])
         train(cfg)
         curves.extend(read_evals(run_dir).values())

@@ -25,20 +25,24 @@ from ezv.agent import Agent
 from ezv.train import resolve_config
 
 
-def build(env_id: str, iterations: int, extra_flags: list[str]) -> Agent:
+def bench_config(env_id: str, iterations: int, extra_flags: list[str]):
+    """The preset's config, with chunks of `iterations` that learn from the second chunk on."""
     cfg = resolve_config(["--env-id", env_id, *extra_flags])
     steps_per_chunk = iterations * cfg.num_envs
     # Learn from the first chunk on: the benchmark needs only a few windows in the replay.
     window_rows = cfg.learner.unroll_steps + cfg.learner.td_steps + 1
-    cfg = dataclasses.replace(
+    return dataclasses.replace(
         cfg,
         log_interval=steps_per_chunk,
         eval_interval=steps_per_chunk,
         total_env_steps=100 * steps_per_chunk,
         learning_starts=2 * window_rows * cfg.num_envs,
     )
-    env = envs.make(env_id, cfg.num_envs, cfg.seed, **cfg.env_options)
-    return Agent(cfg, env)
+
+
+def build(env_id: str, iterations: int, extra_flags: list[str]) -> Agent:
+    cfg = bench_config(env_id, iterations, extra_flags)
+    return Agent(cfg, envs.make(env_id, cfg.num_envs, cfg.seed, **cfg.env_options))
 
 
 def measure(
@@ -124,7 +128,7 @@ def stage_times(agent: Agent, state, profile_dir: str | None = None) -> dict[str
     targets, _ = build_targets(state, flat, values, out)
     first = lambda tree: jax.tree.map(lambda x: x[: agent.batch_size], tree)  # noqa: E731
     one_window = first(flat)
-    one_targets = first(targets.replace(projection=None)).replace(projection=targets.projection)
+    one_targets = first(targets)
     gradient = jax.jit(agent.gradient_step)
     seconds = {
         "act (per iteration)": time_compiled(act, state)[1],

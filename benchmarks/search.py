@@ -13,7 +13,6 @@ achieved FLOP/s; the rest of a search's time is mctx's tree bookkeeping.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 import jax
 import jax.numpy as jnp

@@ -13,7 +13,6 @@ updates, each with a full reanalysis of its sampled windows by the target networ
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -132,11 +131,6 @@ class Agent:
         self.train_chunk = jax.jit(self._train_chunk, donate_argnums=0)
         self.offline_chunk = jax.jit(self._offline_chunk, static_argnums=1, donate_argnums=0)
         self.evaluate = jax.jit(self._evaluate)
-        # Seed sweeps: the same functions vmapped over a leading seed axis of the state (pure-JAX
-        # envs). All seeds take the same number of steps, so the chunk's start step is shared.
-        self.init_seeds = jax.jit(jax.vmap(self.init))
-        self.train_chunk_seeds = jax.jit(jax.vmap(self._train_chunk_from, in_axes=(0, None)), donate_argnums=0)
-        self.evaluate_seeds = jax.jit(jax.vmap(self._evaluate))
 
     # --- shapes ---------------------------------------------------------------------------
 
@@ -351,7 +345,7 @@ class Agent:
             value=targets_lib.mixed_value_target(use_td, td, search.value.reshape(B, K + 1), terminal),
             reward=targets_lib.reward_targets(w, K, cfg.network.value_prefix, cfg.network.lstm_horizon),
             policy=search.policy.reshape(B, K + 1, -1),
-            projection=jnp.zeros(()),
+            projection=jnp.zeros((B,)),  # a placeholder per sample: the loss computes the real ones
             mask=mask,
             policy_mask=mask & ~terminal,
         )
@@ -372,7 +366,7 @@ class Agent:
         self, state: TrainState, w: replay_lib.Window, tgt: Targets, weights: jax.Array, key: jax.Array
     ) -> tuple[TrainState, dict[str, jax.Array], jax.Array]:
         """One optimiser step on the EZ-V2 loss. Returns (state, loss metrics, decoded v̂(s_0) [B])."""
-        L, K, B = self.cfg.learner, self.cfg.learner.unroll_steps, self.batch_size
+        L, K = self.cfg.learner, self.cfg.learner.unroll_steps
         obs0 = w.obs[:, 0]
         next_obs = w.obs[:, 1 : K + 1]
         key, entropy_key = jax.random.split(key)
@@ -447,7 +441,6 @@ class Agent:
         flat = jax.tree.map(lambda x: x.reshape((count * B,) + x.shape[2:]), w)
         values, search = self.reanalysis_search(state, flat, search_key)
         tgt, use_td = self.build_targets(state, flat, values, search)
-        tgt = tgt.replace(projection=jnp.zeros((count * B,)))  # the loss computes the real ones
         tgt, use_td = jax.tree.map(lambda x: x.reshape((count, B) + x.shape[1:]), (tgt, use_td))
 
         def update(state: TrainState, batch) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -474,10 +467,6 @@ class Agent:
         batches = (w, tgt, weights, idx, use_td, jax.random.split(step_key, count))
         return jax.lax.scan(update, state.replace(key=key), batches)
 
-    def _learn_many(self, state: TrainState, count: int) -> tuple[TrainState, dict[str, jax.Array]]:
-        # Metrics per update ([count]): a divergence is reported at the exact update.
-        return self.learn_group(state, count)
-
     # --- the scanned program --------------------------------------------------------------
 
     def iteration(self, state: TrainState, index: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -490,7 +479,8 @@ class Agent:
         return state, {**act_metrics, **learn_metrics}
 
     def _learn_iteration(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
-        return self._learn_many(state, self.cfg.updates_per_iteration)
+        # Metrics per update ([count]): a divergence is reported at the exact update.
+        return self.learn_group(state, self.cfg.updates_per_iteration)
 
     def maybe_learn(self, state: Any, index: jax.Array, learn: Any) -> tuple[Any, dict[str, jax.Array]]:
         """`learn(state)` on the iterations the replay ratio asks for once `learning_starts` env

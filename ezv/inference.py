@@ -11,7 +11,6 @@ needed to rebuild the network and its search, and nothing from the run directory
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from typing import Any
@@ -21,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ezv.envs.core import Box, Discrete, EnvSpec, VecEnv
+from ezv.logger import file_safe
 
 FORMAT = "ezv-agent"
 FORMAT_VERSION = 1
@@ -47,7 +47,7 @@ def spec_from_dict(data: dict[str, Any]) -> EnvSpec:
 
 
 def export_name(env_id: str, seed: int, env_steps: int, train_steps: int) -> str:
-    return f"{env_id.replace('/', '_')}-s{seed}-e{env_steps}-t{train_steps}{SUFFIX}"
+    return f"{file_safe(env_id)}-s{seed}-e{env_steps}-t{train_steps}{SUFFIX}"
 
 
 def write_agent(path: str, cfg: Any, spec: EnvSpec, variables: dict[str, Any], meta: dict[str, Any]) -> str:
@@ -131,14 +131,10 @@ class LoadedAgent:
 
 def load_agent(path: str) -> LoadedAgent:
     """The agent in an exported file (`python -m ezv.export`)."""
-    from ezv.train import config_from_dict
+    from ezv.train import config_from_plain
 
     payload = read_agent_file(path)
-    cfg_dict = json.loads(payload["config"])
-    from ezv.config import PRESETS
-
-    template = dataclasses.replace(PRESETS[cfg_dict["preset"]](), env_id=cfg_dict["env_id"])
-    cfg = config_from_dict(cfg_dict, template)
+    cfg = config_from_plain(json.loads(payload["config"]))
     spec = spec_from_dict(json.loads(payload["spec"]))
     return LoadedAgent(cfg, spec, {"params": payload["params"], "batch_stats": payload["batch_stats"]},
                        json.loads(payload["meta"]))

@@ -8,14 +8,18 @@ import math
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
 
+def file_safe(env_id: str) -> str:
+    """An env id as part of a file name (`dmc/CheetahRun` -> `dmc_CheetahRun`)."""
+    return env_id.replace("/", "_")
+
+
 def default_run_dir(env_id: str, seed: int) -> str:
-    name = env_id.replace("/", "_")
-    return os.path.join("runs", f"{name}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return os.path.join("runs", f"{file_safe(env_id)}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 def create_run_dir(path: str) -> str:
@@ -73,6 +77,16 @@ def _write_atomic(path: str, text: str) -> None:
 def row_progress(row: dict[str, Any]) -> int:
     """A metrics row's place on the checkpoint scale: env steps, plus offline updates after collection."""
     return int(row.get("env_steps", 0)) + int(row.get("offline_updates", 0) if row.get("offline") else 0)
+
+
+def read_rows(run_dir: str) -> Iterator[dict[str, Any]]:
+    """The rows of a run's metrics.jsonl, without a last line cut by a kill."""
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        for line in f:
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue
 
 
 def rewind_metrics(path: str, step: int) -> int:

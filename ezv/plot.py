@@ -10,7 +10,6 @@ to EfficientZero V2's published values; for DMC, returns next to the published E
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections import defaultdict
@@ -19,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ezv import scores
+from ezv.logger import read_rows
 
 
 def read_run(run_dir: str) -> tuple[str, dict[int, list[tuple[int, float]]], dict[int, float]]:
@@ -33,19 +33,14 @@ def read_run(run_dir: str) -> tuple[str, dict[int, list[tuple[int, float]]], dic
         cfg = yaml.safe_load(f)["config"]
     curves: dict[int, list[tuple[int, float]]] = defaultdict(list)
     final: dict[int, float] = {}
-    with open(metrics_path) as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue  # a line cut by a kill
-            value = row.get("eval_return_mean")
-            if value is None:
-                continue
-            seed = int(row.get("seed", cfg["seed"]))
-            if not row.get("offline"):
-                curves[seed].append((int(row["env_steps"]), float(value)))
-            final[seed] = float(value)
+    for row in read_rows(run_dir):
+        value = row.get("eval_return_mean")
+        if value is None:
+            continue
+        seed = int(row.get("seed", cfg["seed"]))
+        if not row.get("offline"):
+            curves[seed].append((int(row["env_steps"]), float(value)))
+        final[seed] = float(value)
     return cfg["env_id"], dict(curves), final
 
 

@@ -105,6 +105,7 @@ class Program:
 
     def _build(self) -> None:
         agent, multi = self.agent, self.num_seeds > 1
+        self._evaluate_seeds = jax.jit(jax.vmap(agent._evaluate))
         if self.shared_env:
             self._init = jax.jit(self._init_shared)
             self._chunk = jax.jit(self._chunk_shared, donate_argnums=0)
@@ -248,7 +249,7 @@ class Program:
             params, stats = ts.params, ts.batch_stats
             if self.mesh is not None:
                 params, stats = jax.tree.map(lambda x: x[0], (params, stats))
-            out = jax.device_get(self.agent.evaluate_seeds(params, stats, eval_keys))
+            out = jax.device_get(self._evaluate_seeds(params, stats, eval_keys))
             return [{k: v[i] for k, v in out.items()} for i in range(self.num_seeds)]
         results = []
         for i in range(self.num_seeds):

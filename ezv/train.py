@@ -52,6 +52,12 @@ def config_from_dict(data: dict[str, Any], template: Any = None) -> Any:
     return dataclasses.replace(template, **values)
 
 
+def config_from_plain(data: dict[str, Any]) -> Config:
+    """A run's config from its plain form: its preset's values, overridden by every saved field."""
+    preset = dataclasses.replace(PRESETS[data["preset"]](), env_id=data["env_id"])
+    return config_from_dict(data, preset)
+
+
 def load_run_config(run_dir: str) -> Config:
     import yaml
 
@@ -62,11 +68,9 @@ def load_run_config(run_dir: str) -> Config:
         raise ConfigError(f"--resume {run_dir!r}: it has no config.yaml, so it is not an ezv run directory.")
     try:
         with open(path) as f:
-            data = yaml.safe_load(f)["config"]
-        preset = PRESETS[data["preset"]]()
+            return config_from_plain(yaml.safe_load(f)["config"])
     except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as e:
         raise ConfigError(f"--resume {run_dir!r}: config.yaml cannot be read ({type(e).__name__}: {e}).") from e
-    return config_from_dict(data, dataclasses.replace(preset, env_id=data["env_id"]))
 
 
 def resolve_config(argv: Sequence[str]) -> Config:
@@ -159,7 +163,6 @@ def _check_finite(program, metrics_per_seed: list[dict], updates_before: int, en
 
 def train(cfg: Config) -> str:
     """Run training to the end (or continue a run with `cfg.resume`); returns the run directory."""
-    import ezv.envs as envs
     from ezv import checkpoint as ckpt, logger
     from ezv.agent import summarize_chunk
     from ezv.program import Program
@@ -244,15 +247,27 @@ def train(cfg: Config) -> str:
             row.update(_eval_row(result))
         last_eval = _mean([r.get("eval_return_mean") for r in rows])
 
+    def record(rows: list[dict], evaluate_now: bool, env_rate: float, update_rate: float, save_at: int | None) -> None:
+        if evaluate_now:
+            evaluate(rows)
+        for row in rows:
+            row["wall_s"] = wall()
+        log.write(rows)
+        progress.update(rows, env_rate, update_rate, last_eval)
+        if save_at is not None:
+            save(save_at)
+
     seeds = [cfg.seed + i for i in range(cfg.num_seeds)]
+    every = cfg.checkpoint_every
     try:
         if env_steps < cfg.total_env_steps:
             compiled_start = time.perf_counter()
             program.compile(state)
             progress.print(f"compiled the training chunk in {time.perf_counter() - compiled_start:.1f}s")
         previous_time = time.perf_counter()
+        updates = program.updates(state)
         while env_steps < cfg.total_env_steps:
-            updates_before = program.updates(state)
+            updates_before = updates
             state, metrics = program.chunk(state)
             per_seed = program.seed_metrics(metrics)
             env_steps = program.env_steps(state)
@@ -263,41 +278,30 @@ def train(cfg: Config) -> str:
                      "updates_per_s": (updates - updates_before) / (now - previous_time)}
             rows = [{"seed": s, "env_steps": env_steps, "updates": updates, **summarize_chunk(m), **rates}
                     for s, m in zip(seeds, per_seed)]
-            if env_steps % cfg.eval_interval == 0 or env_steps >= cfg.total_env_steps:
-                evaluate(rows)
-            for row in rows:
-                row["wall_s"] = wall()
-            log.write(rows)
-            progress.update(rows, rates["env_steps_per_s"], rates["updates_per_s"], last_eval)
-            every = cfg.checkpoint_every
-            if (every and env_steps % every == 0) or env_steps >= cfg.total_env_steps:
-                save(env_steps)
+            done = env_steps >= cfg.total_env_steps
+            record(rows, env_steps % cfg.eval_interval == 0 or done, rates["env_steps_per_s"], rates["updates_per_s"],
+                   env_steps if (every and env_steps % every == 0) or done else None)
             previous_time = time.perf_counter()
 
         if offline_done < cfg.offline_updates:
             progress.print(f"collection done; {cfg.offline_updates - offline_done} offline updates")
-        every = cfg.checkpoint_every
         block = min(1_000, every or 1_000)
+        updates = program.updates(state)
         while offline_done < cfg.offline_updates:
             # Blocks end on checkpoint boundaries, so a resumed offline phase repeats the same blocks.
             count = min(block - offline_done % block, cfg.offline_updates - offline_done)
-            updates_before = program.updates(state)
             state, metrics = program.offline(state, count)
             per_seed = program.seed_metrics(metrics)
-            _check_finite(program, per_seed, updates_before, env_steps, offline=True)
+            _check_finite(program, per_seed, updates, env_steps, offline=True)
             offline_done += count
+            updates += count
             rate = count / max(time.perf_counter() - previous_time, 1e-9)
-            rows = [{"seed": s, "env_steps": env_steps, "updates": program.updates(state), "offline": True,
+            rows = [{"seed": s, "env_steps": env_steps, "updates": updates, "offline": True,
                      "offline_updates": offline_done, **{k: float(np.mean(v)) for k, v in m.items()}}
                     for s, m in zip(seeds, per_seed)]
-            if offline_done == cfg.offline_updates:
-                evaluate(rows)
-            for row in rows:
-                row["wall_s"] = wall()
-            log.write(rows)
-            progress.update(rows, 0.0, rate, last_eval)
-            if (every and offline_done % every == 0) or offline_done == cfg.offline_updates:
-                save(env_steps + offline_done)
+            done = offline_done == cfg.offline_updates
+            record(rows, done, 0.0, rate, env_steps + offline_done if (every and offline_done % every == 0) or done
+                   else None)
             previous_time = time.perf_counter()
     except Diverged as e:
         where = (f"the last good checkpoint is {os.path.join(ckpt.checkpoint_dir(run_dir), str(last_saved))}"
