@@ -94,7 +94,7 @@ def test_atari_defaults_follow_the_ezv2_protocol(atari_training):
     env, _, traj = atari_training
     spec = env.spec
     assert spec.obs_shape == (96, 96, 3) and spec.obs_dtype == np.uint8 and spec.frame_stack == 4
-    assert spec.max_episode_steps == 3000 and spec.domain == "atari"
+    assert spec.max_episode_steps == 100_000 and spec.domain == "atari"  # per game, not per life
     o = spec.options
     assert o["episodic_life"] and o["reward_clip"] and o["frame_skip"] == 4 and o["noop_max"] == 30
     assert o["repeat_action_probability"] == 0.0 and not o["full_action_space"] and not o["use_fire_reset"]
@@ -124,7 +124,7 @@ def test_atari_evaluation_protocol():
 def test_envpool_dmc_flattens_dict_observations_in_sorted_key_order():
     env = envs.make("CheetahRun-v1", num_envs=2, seed=0)
     assert env.spec.options["obs_keys"] == ["position", "velocity"]
-    assert env.spec.obs_shape == (17,) and env.spec.max_episode_steps == 500  # 1000 sim steps, repeat 2
+    assert env.spec.obs_shape == (17,) and env.spec.max_episode_steps == 500  # 1000 control steps, repeat 2
     assert env.spec.action_space.dim == 6
 
 

@@ -11,6 +11,11 @@ Facts about envpool 1.2.5 that shape this module (each checked on this machine):
   rest of the program keeps x64 off.
 - The env's random state lives in C++ and is seeded once by `seed`: the key given to
   `reset` is ignored, and the env state cannot be vmapped or checkpointed.
+- For DMC, envpool's `frame_skip` is dm_control's number of *physics* steps per control
+  step (walker 10, hopper 4, cheetah 1, ...), not an action repeat. It keeps envpool's
+  per-task default, so one envpool step is one dm_control control step, and the action
+  repeat is done here: `action_repeat` control steps per agent step, rewards summed (the
+  reference's dmc2gym `frame_skip`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ _THREAD_RACE = (
 )
 
 
+TRAIN_GAME_STEPS = 100_000
+EVAL_GAME_STEPS = 27_000
+
+
 @dataclasses.dataclass(frozen=True)
 class AtariOptions:
     """The EZ-V2 Atari protocol (reference section 6); `evaluation=True` switches the
@@ -51,7 +60,10 @@ class AtariOptions:
     use_fire_reset: bool = False
     episodic_life: bool | None = None  # train: True, evaluation: False
     reward_clip: bool | None = None  # train: True, evaluation: False
-    max_episode_steps: int | None = None  # agent steps; train: 3000, evaluation: 27000
+    # Agent steps per game. Training: 100k, gym's NoFrameskip-v4 cap (400k frames), which is what
+    # bounds the reference's training games (its 3000-step TimeLimit only cuts a life's trajectory
+    # and the game goes on); evaluation: 27k (108k frames).
+    max_episode_steps: int | None = None
     num_threads: int = 1
 
     def resolved(self) -> "AtariOptions":
@@ -60,14 +72,18 @@ class AtariOptions:
             self,
             episodic_life=(not ev) if self.episodic_life is None else self.episodic_life,
             reward_clip=(not ev) if self.reward_clip is None else self.reward_clip,
-            max_episode_steps=(27000 if ev else 3000) if self.max_episode_steps is None else self.max_episode_steps,
+            max_episode_steps=(
+                (EVAL_GAME_STEPS if ev else TRAIN_GAME_STEPS)
+                if self.max_episode_steps is None
+                else self.max_episode_steps
+            ),
         )
 
 
 @dataclasses.dataclass(frozen=True)
 class DMCOptions:
-    """action_repeat: simulator control steps per agent step; max_episode_steps in agent
-    steps (None: dm_control's 1000 control steps / action_repeat)."""
+    """action_repeat: dm_control control steps per agent step (rewards summed); max_episode_steps
+    in agent steps (None: dm_control's 1000 control steps / action_repeat)."""
 
     evaluation: bool = False
     action_repeat: int = 2
@@ -114,8 +130,9 @@ def _make_pool(env_id: str, num_envs: int, seed: int, num_threads: int, **kwargs
 
 
 def _vec_env(
-    spec: EnvSpec, pool, num_envs: int, process_obs, action_dtype, is_atari: bool
+    spec: EnvSpec, pool, num_envs: int, process_obs, action_dtype, is_atari: bool, action_repeat: int = 1
 ) -> VecEnv:
+    """`action_repeat` envpool steps per agent step (DMC control steps; Atari repeats inside envpool)."""
     # Built under x64 so that float64 specs (DMC) keep their dtype in the FFI signature.
     with jax.enable_x64(True):
         handle0, recv, _send, xla_step = pool.xla()
@@ -156,11 +173,51 @@ def _vec_env(
         )
         return state, first_timestep(obs)
 
-    def step(state: EnvpoolState, action: jax.Array) -> tuple[EnvpoolState, TimeStep]:
+    def envpool_step(handle, action):
         with jax.enable_x64(True):
-            handle, raw = xla_step(state.handle, action.astype(action_dtype))
-            obs, reward, terminated, truncated, score, game_over, elapsed = unpack(raw)
+            handle, raw = xla_step(handle, action.astype(action_dtype))
+            return handle, unpack(raw)
+
+    def repeated_step(handle, action):
+        """`action_repeat` envpool steps, rewards summed; an env whose episode ends keeps its final
+        observation and collects no more reward. The time limit is a multiple of `action_repeat`
+        and dm_control's suite tasks do not terminate, so an end falls on the last repeat; if one
+        came earlier, the env would already be in its next episode when the agent step ends, and
+        that episode would start a few control steps late (its observations stay consistent)."""
+        handle, out = envpool_step(handle, action)
+        obs, reward, terminated, truncated, score, game_over, elapsed = out
+        done = terminated | truncated
+        for _ in range(action_repeat - 1):
+            handle, (obs2, reward2, term2, trunc2, score2, over2, elapsed2) = envpool_step(handle, action)
+            live = ~done
+            obs = jnp.where(live.reshape((n,) + (1,) * (obs.ndim - 1)), obs2, obs)
+            reward = reward + jnp.where(live, reward2, 0.0)
+            score = score + jnp.where(live, score2, 0.0)
+            terminated = terminated | (live & term2)
+            truncated = truncated | (live & trunc2)
+            game_over = game_over | (live & over2)
+            elapsed = jnp.where(live, elapsed2, elapsed)
+            done = terminated | truncated
+        return handle, (obs, reward, terminated, truncated, score, game_over, elapsed // action_repeat)
+
+    def agent_step(handle, action, resetting):
+        if action_repeat == 1:
+            return envpool_step(handle, action)
+        # A reset is one envpool step (it returns the first observation and ignores the action),
+        # so an agent step in which every env resets is a single envpool step. Envs end together
+        # (one fixed episode length), so partial resets do not happen; if one did, the resetting
+        # envs would also take the remaining repeats of this step's action.
+        return jax.lax.cond(
+            jnp.all(resetting),
+            lambda: envpool_step(handle, action),
+            lambda: repeated_step(handle, action),
+        )
+
+    def step(state: EnvpoolState, action: jax.Array) -> tuple[EnvpoolState, TimeStep]:
         resetting = state.needs_reset
+        handle, (obs, reward, terminated, truncated, score, game_over, elapsed) = agent_step(
+            state.handle, action, resetting
+        )
         reward = jnp.where(resetting, 0.0, reward)
         terminated = terminated & ~resetting
         truncated = truncated & ~resetting
@@ -234,8 +291,9 @@ def make_dmc(env_id: str, num_envs: int, seed: int, options: DMCOptions) -> VecE
         num_envs,
         seed,
         options.num_threads,
-        frame_skip=options.action_repeat,
-        max_episode_steps=max_steps,  # envpool counts agent steps
+        # envpool's frame_skip stays at its per-task default (physics steps per control step);
+        # one envpool step is one control step, and envpool's limit counts control steps.
+        max_episode_steps=max_steps * options.action_repeat,
     )
     # Observation dict -> one float32 vector, keys in sorted order, each entry flattened.
     obs_space = pool.observation_space
@@ -251,10 +309,17 @@ def make_dmc(env_id: str, num_envs: int, seed: int, options: DMCOptions) -> VecE
         obs_dtype=np.dtype(np.float32),
         action_space=Box(dim, tuple(map(float, act.low.reshape(-1))), tuple(map(float, act.high.reshape(-1)))),
         max_episode_steps=int(max_steps),
-        options={**dataclasses.asdict(options), "obs_keys": keys},
+        options={
+            **dataclasses.asdict(options),
+            "obs_keys": keys,
+            # dm_control's physics steps per control step, for the record (walker 10, cheetah 1).
+            "physics_steps_per_control_step": int(pool.config["frame_skip"]),
+        },
     )
 
     def process_obs(obs):
         return jnp.concatenate([obs[k].reshape(obs[k].shape[0], -1) for k in keys], axis=-1)
 
-    return _vec_env(spec, pool, num_envs, process_obs, jnp.float64, is_atari=False)
+    return _vec_env(
+        spec, pool, num_envs, process_obs, jnp.float64, is_atari=False, action_repeat=options.action_repeat
+    )
