@@ -24,7 +24,7 @@ from ezv import augment, gaussian, replay as replay_lib, targets as targets_lib
 from ezv.config import Config
 from ezv.envs import Discrete, TimeStep, VecEnv
 from ezv.losses import Targets, Unroll, ez_loss
-from ezv.networks import EZNet
+from ezv.networks import EZNet, torch_default_init
 from ezv.search import ContinuousModelFns, ModelFns, SearchOutput, gumbel_search, sampled_gumbel_search
 
 
@@ -156,7 +156,10 @@ class Agent:
         """Fresh {"params", "batch_stats"} of the networks alone."""
         obs = jnp.zeros((1,) + self.stacked_obs_shape, self.spec.obs_dtype)
         variables = self.net.init(key, obs, jnp.zeros((1,) + self.action_shape, self.action_dtype))
-        return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+        params = variables["params"]
+        if self.cfg.network.init == "torch":
+            params = torch_default_init(params, jax.random.fold_in(key, 1))
+        return {"params": params, "batch_stats": variables.get("batch_stats", {})}
 
     def init_with_env(self, key: jax.Array, env_state: Any, ts: TimeStep, shard: jax.Array | int = 0) -> TrainState:
         """`init` around envs that are already reset (an env shared by several seeds' states)."""

@@ -50,6 +50,9 @@ class NetworkConfig:
     predictor_hidden: int = 256
     # Decoded values are clipped from below (DMC: 0, as the reference; None: no clipping).
     value_min: float | None = None
+    # Initial weights: flax's defaults (lecun_normal kernels, zero biases) or PyTorch's, as the
+    # reference (U(±1/√fan_in) kernels and biases); see networks.torch_default_init.
+    init: Literal["flax", "torch"] = "flax"
 
     @property
     def value_support(self) -> Support:
@@ -71,6 +74,9 @@ class SearchConfig:
     gumbel_scale: float = 1.0  # acting and reanalysis; evaluation always uses 0
     value_scale: float = 0.1  # c_scale
     maxvisit_init: float = 50.0  # c_visit
+    # How Q is mapped to [0, 1] before σ: "tree" = one min-max over the whole search tree with a
+    # 0.01 floor (the reference's), "node" = each node's own min-max (mctx's). See ezv/qtransforms.py.
+    q_normalisation: Literal["tree", "node"] = "tree"
     # Continuous actions (§3.3): K root candidates, `policy_sampled_actions` of them from π and the
     # rest from π with `wide_std_scale`·σ (evaluation: all from π); each expanded interior node gets
     # `interior_children` children sampled from its own π (K: K-way interior nodes).

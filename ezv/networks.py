@@ -19,9 +19,11 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Sequence
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ezv.config import NetworkConfig
 
@@ -362,6 +364,32 @@ class EZNet(nn.Module):
         next_state, _, reward_logits = self.dynamics(state, action, carry, train)
         policy, value = self.predict(next_state, train)
         return policy, value, reward_logits, self.project(next_state, train, predict=True)
+
+
+def torch_default_init(params: Any, key: jax.Array) -> Any:
+    """Re-draw parameters as PyTorch's defaults would (the reference's initialisation).
+
+    Every Dense and Conv kernel and its bias ~ U(±1/√fan_in) (nn.Linear / nn.Conv2d's
+    kaiming_uniform(a=√5)); the value-prefix LSTM's weights and biases ~ U(±1/√hidden). Layers that
+    start at zero (the zero-initialised output heads) stay zero; LayerNorm and BatchNorm scales and
+    offsets are 1 and 0 in both libraries. flax's defaults differ: lecun_normal kernels (about √3x the
+    scale) and zero biases, which matters where no normalisation follows (the mlp family's residual
+    branches and dynamics).
+    """
+    flat = flax.traverse_util.flatten_dict(params)
+    out = dict(flat)
+    for i, (path, kernel) in enumerate(sorted((p, v) for p, v in flat.items() if p[-1] == "kernel")):
+        in_lstm = any("LSTM" in name for name in path)
+        fan_in = kernel.shape[-1] if in_lstm else int(np.prod(kernel.shape[:-1]))
+        bound = 1.0 / np.sqrt(fan_in)
+        k_key, b_key = jax.random.split(jax.random.fold_in(key, i))
+        zero = jnp.all(kernel == 0)  # a zero-initialised layer keeps its zeros
+        out[path] = jnp.where(zero, kernel, jax.random.uniform(k_key, kernel.shape, kernel.dtype, -bound, bound))
+        bias_path = path[:-1] + ("bias",)
+        if bias_path in flat:
+            bias = flat[bias_path]
+            out[bias_path] = jnp.where(zero, bias, jax.random.uniform(b_key, bias.shape, bias.dtype, -bound, bound))
+    return flax.traverse_util.unflatten_dict(out)
 
 
 def initial_lstm_carry(cfg: NetworkConfig, batch: int) -> Any:

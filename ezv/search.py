@@ -1,10 +1,10 @@
 """Gumbel MuZero search on mctx (reference §3) and the EZ-V2 model functions it calls.
 
 Discrete actions use `mctx.gumbel_muzero_policy` with completed Q-values by mixed value
-(c_visit 50, c_scale 0.1). Known differences from the reference's C++ tree (§3.5), kept
-as mctx does them: min-max normalisation of Q is per node rather than per tree (with
-mctx's epsilon instead of a 0.01 floor), and the mixed value uses the raw network value
-with N = Σ child visits.
+(c_visit 50, c_scale 0.1), normalised per tree as the reference does or per node as mctx
+does (`SearchConfig.q_normalisation`, see `qtransforms.py`). A known difference from the
+reference's C++ tree (§3.5), kept as mctx does it: the mixed value uses the raw network
+value with N = Σ child visits.
 
 The value prefix is carried through `recurrent_fn`: the embedding holds the latent, the
 LSTM carry, the parent's value prefix and the depth. A node at depth d with d % horizon == 0
@@ -26,6 +26,7 @@ from flax import struct
 from ezv import gaussian
 from ezv.config import NetworkConfig, SearchConfig
 from ezv.networks import EZNet, initial_lstm_carry, reset_lstm_carry
+from ezv.qtransforms import make_qtransform
 
 
 @struct.dataclass
@@ -50,13 +51,7 @@ class Embedding:
 
 
 def completed_q_transform(cfg: SearchConfig) -> Callable:
-    return functools.partial(
-        mctx.qtransform_completed_by_mix_value,
-        value_scale=cfg.value_scale,
-        maxvisit_init=cfg.maxvisit_init,
-        rescale_values=True,
-        use_mixed_value=True,
-    )
+    return make_qtransform(cfg.q_normalisation, cfg.value_scale, cfg.maxvisit_init)
 
 
 def gumbel_search(

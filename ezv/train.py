@@ -53,8 +53,12 @@ def config_from_dict(data: dict[str, Any], template: Any = None) -> Any:
 
 
 def config_from_plain(data: dict[str, Any]) -> Config:
-    """A run's config from its plain form: its preset's values, overridden by every saved field."""
+    """A run's config from its plain form: its preset's values, overridden by every saved field.
+    A field a config was saved without takes the value that ezv used before the field existed."""
     preset = dataclasses.replace(PRESETS[data["preset"]](), env_id=data["env_id"])
+    search = data.get("search")
+    if isinstance(search, dict) and "q_normalisation" not in search:
+        data = {**data, "search": {**search, "q_normalisation": "node"}}  # mctx's rule until 2026-12
     return config_from_dict(data, preset)
 
 

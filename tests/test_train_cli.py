@@ -1,5 +1,6 @@
 """`python -m ezv.train`: flags on top of presets, the run directory, and bad input."""
 
+import dataclasses
 import json
 import os
 
@@ -107,3 +108,14 @@ def test_impossible_continuous_settings_fail_before_compiling(flags, named, caps
     err = run_main(["--env-id", "Pendulum-v1", "--run-dir", str(tmp_path / "r"), *flags], capsys)
     assert named in err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_config_saved_before_a_field_existed_resumes_with_the_behaviour_it_was_trained_with():
+    from ezv.train import config_from_plain
+
+    plain = dataclasses.asdict(resolve_config(["--env-id", "CartPole-v1"]))
+    assert config_from_plain(plain).search.q_normalisation == "tree"  # today's default, as saved
+    del plain["search"]["q_normalisation"], plain["network"]["init"]
+    old = config_from_plain(plain)
+    assert old.search.q_normalisation == "node"  # every run before 2026-12-03 normalised per node
+    assert old.network.init == "flax"

@@ -1,0 +1,38 @@
+"""The EZ-V2 networks' parameters: PyTorch's default initialisation as an option."""
+
+import dataclasses
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ezv.config import dmc_state_preset
+from ezv.networks import EZNet, torch_default_init
+
+
+def test_torch_init_draws_uniform_fan_in_weights_and_biases_and_keeps_zero_heads_zero():
+    cfg = dataclasses.replace(dmc_state_preset().network, latent_dim=32, mlp_hidden=64, mlp_head_hidden=(64,),
+                              projection_hidden=64, projection_dim=32, predictor_hidden=64)
+    net = EZNet(cfg, num_actions=None, action_dim=3)
+    params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 10)), jnp.zeros((1, 3)))["params"]
+    torch = torch_default_init(params, jax.random.PRNGKey(1))
+    assert jax.tree.structure(torch) == jax.tree.structure(params)
+    flat, flat_torch = flax.traverse_util.flatten_dict(params), flax.traverse_util.flatten_dict(torch)
+    dense = [p for p in flat if p[-1] == "kernel"]
+    zero_heads = [p for p in dense if not np.any(flat[p])]
+    assert zero_heads, "the policy and reward output layers start at zero"
+    for path in dense:
+        kernel, bias = np.asarray(flat_torch[path]), np.asarray(flat_torch[path[:-1] + ("bias",)])
+        if path in zero_heads:
+            assert not kernel.any() and not bias.any(), path
+            continue
+        bound = 1 / np.sqrt(kernel.shape[0])
+        assert np.abs(kernel).max() <= bound and np.abs(bias).max() <= bound, path
+        if kernel.size >= 1000:  # U(±b) has std b/√3; flax's lecun_normal has std b, √3x larger
+            assert abs(kernel.std() - bound / np.sqrt(3)) < 0.1 * bound, path
+            assert abs(np.asarray(flat[path]).std() - bound) < 0.15 * bound, path
+        assert bias.any(), path  # flax's biases start at zero, PyTorch's do not
+    for path in flat:  # LayerNorm scales and offsets are the same in both libraries
+        if path[-1] in ("scale",) or (path[-1] == "bias" and path[:-1] + ("kernel",) not in flat):
+            np.testing.assert_array_equal(flat_torch[path], flat[path])
