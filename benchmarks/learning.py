@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from benchmarks.common import print_table, save_json
+from ezv import scores
 from ezv.logger import file_safe, read_rows
 from ezv.plot import read_run
 from ezv.train import resolve_config, train
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.from_runs:
         curves = [c for run_dir in args.from_runs for c in read_evals(run_dir).values()]
         env_id = read_run(args.from_runs[0])[0]
-        return summarise(curves, f"{env_id} ({len(curves)} seed(s))", args.threshold, args.json)
+        return summarise(curves, f"{env_id} ({len(curves)} seed(s))", args.threshold, args.json, env_id)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     curves = []
     if args.together:
@@ -61,10 +62,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         cfg = resolve_config(["--env-id", args.env_id, "--seed", str(seed), "--run-dir", run_dir, "--quiet", *extra])
         train(cfg)
         curves.extend(read_evals(run_dir).values())
-    return summarise(curves, f"{args.env_id} seeds {args.seeds}", args.threshold, args.json)
+    return summarise(curves, f"{args.env_id} seeds {args.seeds}", args.threshold, args.json, args.env_id)
 
 
-def summarise(curves: list[list[dict]], title: str, threshold: float | None, json_path: str | None) -> list[dict]:
+def summarise(curves: list[list[dict]], title: str, threshold: float | None, json_path: str | None,
+              env_id: str | None = None) -> list[dict]:
     steps = sorted({r["env_steps"] for c in curves for r in c})
     rows = []
     for s in steps:
@@ -80,8 +82,32 @@ def summarise(curves: list[list[dict]], title: str, threshold: float | None, jso
         hit = next((r for r in rows if r["eval_return_mean"] >= threshold), None)
         print(f"seed-mean eval return >= {threshold}: "
               + (f"at {hit['env_steps']} env steps ({hit['wall_s_mean']:.0f}s)" if hit else "not reached"))
+    if env_id is not None:
+        print_published_comparison(env_id, rows)
     save_json(json_path, "learning", rows)
     return rows
+
+
+def print_published_comparison(env_id: str, rows: list[dict]) -> None:
+    """ezv beside the published TD-MPC2 / DreamerV3 / SAC curves at every published point ezv reached."""
+    published = scores.published_curve(env_id)
+    if not published:
+        return
+    ours = {r["env_steps"]: r for r in rows}
+    table = []
+    for step in sorted({p[0] for curve in published.values() for p in curve}):
+        if step not in ours:
+            continue
+        r = ours[step]
+        row = dict(env_steps=step, control_steps=step * scores.CONTROL_STEPS_PER_ENV_STEP,
+                   ezv=f"{r['eval_return_mean']:.1f} ± {r['eval_return_std']:.1f} ({r['seeds']})")
+        for algorithm, curve in sorted(published.items()):
+            point = next((p for p in curve if p[0] == step), None)
+            row[algorithm] = f"{point[1]:.1f} ({point[2]})" if point else "-"
+        table.append(row)
+    if table:
+        title = f"{env_id}: ezv beside published curves (mean (seeds); published steps are 2 control steps per env step)"
+        print_table(title, table, list(table[0]))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@ Evaluation return vs env steps, one panel per env: the mean over every seed of e
 (runs of one env are pooled; a `--num-seeds` run contributes each of its seeds) with a 95%
 bootstrap confidence band, and the thin per-seed curves. A table of final scores follows: for
 Atari, per-game returns and human-normalised scores with the aggregate mean, median and IQM next
-to EfficientZero V2's published values; for DMC, returns next to the published EZ-V2 figure.
+to EfficientZero V2's published values; for DMC, returns next to the published EZ-V2 figure. DMC
+panels also draw the published seed-mean curves of TD-MPC2, DreamerV3 and SAC (the TD-MPC2 authors'
+per-seed results, converted to ezv env steps: one env step is two control steps) up to the first
+published point at or past the run's last evaluation.
 """
 
 from __future__ import annotations
@@ -98,6 +101,10 @@ def plot(envs: dict[str, dict[str, Any]], out: str) -> None:
                 label=f"ezv, mean of {len(entry['curves'])} seed(s)")
         ax.fill_between(steps, [s[2] for s in stats], [s[3] for s in stats], color="tab:blue", alpha=0.2,
                         label="95% bootstrap CI")
+        for (algorithm, curve), color in zip(sorted(published_in_range(env_id, max(steps)).items()),
+                                             ("tab:green", "tab:purple", "tab:orange")):
+            ax.plot([c[0] for c in curve], [c[1] for c in curve], color=color, linestyle=":", marker="o",
+                     markersize=3, linewidth=1.2, label=f"{PUBLISHED_NAMES.get(algorithm, algorithm)} (published)")
         reference = reference_score(env_id)
         if reference is not None:
             value, label = reference
@@ -113,6 +120,18 @@ def plot(envs: dict[str, dict[str, Any]], out: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     fig.savefig(out, dpi=120)
     plt.close(fig)
+
+
+PUBLISHED_NAMES = {"tdmpc2": "TD-MPC2", "dreamerv3": "DreamerV3", "sac": "SAC"}
+
+
+def published_in_range(env_id: str, last_step: int) -> dict[str, list[tuple[int, float, int]]]:
+    """Published curves for this env up to the first point at or past `last_step` env steps."""
+    out = {}
+    for algorithm, curve in scores.published_curve(env_id).items():
+        beyond = [i for i, point in enumerate(curve) if point[0] >= last_step]
+        out[algorithm] = curve[: beyond[0] + 1] if beyond else curve
+    return out
 
 
 def reference_score(env_id: str) -> tuple[float, str] | None:

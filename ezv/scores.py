@@ -1,6 +1,8 @@
 """Reference scores shipped with ezv: Atari 100k random/human scores and published agents' results
-(`data/atari100k_scores.csv`), DMC proprioceptive results (`data/dmc_proprio_scores.csv`), and the
-aggregates papers report (human-normalised mean, median, interquartile mean)."""
+(`data/atari100k_scores.csv`), DMC proprioceptive results (`data/dmc_proprio_scores.csv`), published
+per-seed DMC learning curves of TD-MPC2, DreamerV3 and SAC (`data/dmc_published_curves.csv`, from
+the TD-MPC2 authors; its header gives the source and commit), and the aggregates papers report
+(human-normalised mean, median, interquartile mean)."""
 
 from __future__ import annotations
 
@@ -32,6 +34,30 @@ def dmc_table() -> dict[str, dict[str, float | None]]:
     with open(os.path.join(DATA, "dmc_proprio_scores.csv")) as f:
         rows = list(csv.DictReader(f))
     return {r["task"]: {k: _number(v) for k, v in r.items() if k != "task"} for r in rows}
+
+
+# The published curves count dm_control control steps; ezv's env steps are agent steps of action repeat 2.
+CONTROL_STEPS_PER_ENV_STEP = 2
+
+
+@functools.cache
+def published_dmc_curves() -> dict[str, dict[str, dict[int, list[float]]]]:
+    """task -> algorithm -> {ezv env steps: [return of each seed]} (TD-MPC2, DreamerV3, SAC)."""
+    out: dict[str, dict[str, dict[int, list[float]]]] = {}
+    with open(os.path.join(DATA, "dmc_published_curves.csv")) as f:
+        for r in csv.DictReader(line for line in f if not line.startswith("#")):
+            steps = int(r["step"]) // CONTROL_STEPS_PER_ENV_STEP
+            by_step = out.setdefault(r["task"], {}).setdefault(r["algorithm"], {})
+            by_step.setdefault(steps, []).append(float(r["return"]))
+    return out
+
+
+def published_curve(env_id: str) -> dict[str, list[tuple[int, float, int]]]:
+    """algorithm -> [(ezv env steps, seed-mean return, seeds)] for a DMC env id; {} when none is published."""
+    base = env_id.split("/", 1)[-1].split("-v")[0]
+    curves = {_key(t): c for t, c in published_dmc_curves().items()}
+    found = curves.get(_key(base)) or curves.get(_key(base.replace("BallInCup", "Cup")), {})
+    return {alg: [(s, float(np.mean(v)), len(v)) for s, v in sorted(points.items())] for alg, points in found.items()}
 
 
 def _number(text: str) -> float | None:
