@@ -370,7 +370,9 @@ def torch_default_init(params: Any, key: jax.Array) -> Any:
     """Re-draw parameters as PyTorch's defaults would (the reference's initialisation).
 
     Every Dense and Conv kernel and its bias ~ U(±1/√fan_in) (nn.Linear / nn.Conv2d's
-    kaiming_uniform(a=√5)); the value-prefix LSTM's weights and biases ~ U(±1/√hidden). Layers that
+    kaiming_uniform(a=√5)); the value-prefix LSTM's weights and biases ~ U(±1/√hidden) (PyTorch adds
+    two such biases per gate, b_ih + b_hh, where flax has one, so its gate biases spread a little
+    wider). Layers that
     start at zero (the zero-initialised output heads) stay zero; LayerNorm and BatchNorm scales and
     offsets are 1 and 0 in both libraries. flax's defaults differ: lecun_normal kernels (about √3x the
     scale) and zero biases, which matters where no normalisation follows (the mlp family's residual

@@ -72,9 +72,29 @@ def load_run_config(run_dir: str) -> Config:
         raise ConfigError(f"--resume {run_dir!r}: it has no config.yaml, so it is not an ezv run directory.")
     try:
         with open(path) as f:
-            return config_from_plain(yaml.safe_load(f)["config"])
+            data = yaml.safe_load(f)["config"]
+        cfg = config_from_plain(data)
     except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as e:
         raise ConfigError(f"--resume {run_dir!r}: config.yaml cannot be read ({type(e).__name__}: {e}).") from e
+    check_env_protocol_unchanged(run_dir, data, cfg)
+    return cfg
+
+
+def check_env_protocol_unchanged(run_dir: str, data: dict[str, Any], cfg: Config) -> None:
+    """Runs started before 2026-12-03 (their config has no `search.q_normalisation`) stepped envpool
+    DMC by physics sub-steps and ended Atari training games at 3000 agent steps."""
+    from ezv.envs import backend_of
+
+    if "q_normalisation" in (data.get("search") or {}) or not backend_of(cfg.env_id).startswith("envpool"):
+        return
+    if backend_of(cfg.env_id) == "envpool-dmc":
+        raise ConfigError(
+            f"--resume {run_dir!r}: this {cfg.env_id} run was started before ezv repeated whole DMC control "
+            "steps (it stepped physics sub-steps, with rewards on a 0-500 scale); continuing it would change "
+            "the task under the agent. Start a new run."
+        )
+    print(f"note: {run_dir} was started when Atari training games ended at 3000 agent steps; it continues "
+          "with games of up to 100,000 agent steps (the reference's protocol).", file=sys.stderr)
 
 
 def resolve_config(argv: Sequence[str]) -> Config:

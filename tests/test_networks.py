@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ezv.config import dmc_state_preset
+from ezv.config import atari_preset, dmc_state_preset
 from ezv.networks import EZNet, torch_default_init
 
 
@@ -36,3 +36,16 @@ def test_torch_init_draws_uniform_fan_in_weights_and_biases_and_keeps_zero_heads
     for path in flat:  # LayerNorm scales and offsets are the same in both libraries
         if path[-1] in ("scale",) or (path[-1] == "bias" and path[:-1] + ("kernel",) not in flat):
             np.testing.assert_array_equal(flat_torch[path], flat[path])
+
+
+def test_torch_init_draws_the_value_prefix_lstm_uniform_in_one_over_root_hidden():
+    cfg = dataclasses.replace(atari_preset().network, channels=8, reduced_channels=4, lstm_hidden=16,
+                              projection_hidden=16, projection_dim=16, predictor_hidden=8)
+    net = EZNet(cfg, num_actions=4)
+    params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 96, 96, 12), jnp.uint8), jnp.zeros((1,), jnp.int32))
+    flat = flax.traverse_util.flatten_dict(torch_default_init(params["params"], jax.random.PRNGKey(1)))
+    lstm = {p: v for p, v in flat.items() if any("LSTM" in name for name in p)}
+    assert lstm and any(p[-1] == "bias" for p in lstm)
+    bound = 1 / np.sqrt(16)
+    for path, value in lstm.items():
+        assert np.abs(value).max() <= bound and np.asarray(value).std() > 0.3 * bound, path

@@ -17,25 +17,25 @@ def hand_built_tree() -> mctx.Tree:
     """Three simulations with γ = 0.5 and uniform priors over 3 actions (node 4 is unused):
 
         sim 1 expands node 1 = root -a0-> (reward 0.5, v = 2)
-        sim 2 expands node 2 = root -a1-> (reward 0.0, v = -1)
+        sim 2 expands node 2 = root -a1-> (reward 0.0, v = 1)
         sim 3 expands node 3 = node 1 -a0-> (reward 1.0, v = 4)
 
     Returns backed up (the reference's CMinMaxStats updates), per simulation:
         sim 1: 0.5 + 0.5·2 = 1.5, and at the root 0.5·1.5 = 0.75
-        sim 2: 0 + 0.5·(−1) = −0.5, root −0.25
+        sim 2: 0 + 0.5·1 = 0.5, root 0.25
         sim 3: 1 + 0.5·4 = 3.0, then 0.5 + 0.5·3 = 2.0, root 1.0
-    so the tree's range is [−0.5, 3.0].
+    so the tree's range is [0.25, 3.0]: its minimum is a root update.
     """
     n, a = 5, 3
     z = jnp.zeros((n, a))
     children_index = jnp.full((n, a), -1).at[0, 0].set(1).at[0, 1].set(2).at[1, 0].set(3)
     children_visits = z.at[0, 0].set(2).at[0, 1].set(1).at[1, 0].set(1).astype(jnp.int32)
     children_rewards = z.at[0, 0].set(0.5).at[1, 0].set(1.0)
-    node_values = jnp.array([(1.0 + 1.5 - 0.5 + 2.0) / 4, (2.0 + 3.0) / 2, -1.0, 4.0, 0.0])
+    node_values = jnp.array([(1.0 + 1.5 + 0.5 + 2.0) / 4, (2.0 + 3.0) / 2, 1.0, 4.0, 0.0])
     children_values = z.at[0, 0].set(node_values[1]).at[0, 1].set(node_values[2]).at[1, 0].set(node_values[3])
     return mctx.Tree(
         node_visits=jnp.array([4, 2, 1, 1, 0], jnp.int32),
-        raw_values=jnp.array([1.0, 2.0, -1.0, 4.0, 0.0]),
+        raw_values=jnp.array([1.0, 2.0, 1.0, 4.0, 0.0]),
         node_values=node_values,
         parents=jnp.array([-1, 0, 0, 1, -1], jnp.int32),
         action_from_parent=jnp.array([-1, 0, 1, 0, -1], jnp.int32),
@@ -53,29 +53,29 @@ def hand_built_tree() -> mctx.Tree:
 
 def test_the_tree_range_is_the_min_and_max_of_every_backed_up_return():
     low, high = tree_value_range(hand_built_tree())
-    np.testing.assert_allclose([low, high], [-0.5, 3.0], rtol=1e-6)
+    np.testing.assert_allclose([low, high], [0.25, 3.0], rtol=1e-6)
 
 
 def test_tree_rule_normalises_by_the_tree_range_and_node_rule_by_the_nodes_own():
     tree = hand_built_tree()
-    # Root: Q(a0) = 0.5 + 0.5·2.5 = 1.75, Q(a1) = −0.5; a2 unvisited gets the mixed value
-    # (v + ΣN·Σπ·Q/Σπ)/(1 + ΣN) = (1 + 3·0.625)/4 = 0.71875. σ scale = (50 + 2)·0.1.
+    # Root: Q(a0) = 0.5 + 0.5·2.5 = 1.75, Q(a1) = 0.5·1 = 0.5; a2 unvisited gets the mixed value
+    # (v + ΣN·Σπ·Q/Σπ)/(1 + ΣN) = (1 + 3·1.125)/4 = 1.09375. σ scale = (50 + 2)·0.1.
     tree_q = make_qtransform("tree", **SCALE)(tree, 0)
-    np.testing.assert_allclose(tree_q, 5.2 * np.array([2.25, 0.0, 1.21875]) / 3.5, rtol=1e-5)
+    np.testing.assert_allclose(tree_q, 5.2 * (np.array([1.75, 0.5, 1.09375]) - 0.25) / 2.75, rtol=1e-5)
     node_q = make_qtransform("node", **SCALE)(tree, 0)
-    np.testing.assert_allclose(node_q, 5.2 * np.array([1.0, 0.0, 1.21875 / 2.25]), rtol=1e-5)
+    np.testing.assert_allclose(node_q, 5.2 * np.array([1.0, 0.0, 0.59375 / 1.25]), rtol=1e-5)
     # Node 1: Q(a0) = 1 + 0.5·4 = 3.0, the others the mixed value (2 + 1·3)/2 = 2.5; by the tree's
-    # range (3.0 + 0.5)/3.5 = 1 and 3/3.5, scale (50 + 1)·0.1.
-    np.testing.assert_allclose(make_qtransform("tree", **SCALE)(tree, 1), 5.1 * np.array([1.0, 3 / 3.5, 3 / 3.5]),
-                               rtol=1e-5)
+    # range (3.0 − 0.25)/2.75 = 1 and 2.25/2.75, scale (50 + 1)·0.1.
+    np.testing.assert_allclose(make_qtransform("tree", **SCALE)(tree, 1),
+                               5.1 * np.array([1.0, 2.25 / 2.75, 2.25 / 2.75]), rtol=1e-5)
 
 
 def test_tree_rule_divides_by_at_least_0_01_and_clips_to_0_1():
     tree = hand_built_tree()
     tiny = tree.replace(raw_values=tree.raw_values * 1e-3, children_rewards=tree.children_rewards * 1e-3,
                         node_values=tree.node_values * 1e-3, children_values=tree.children_values * 1e-3)
-    q = make_qtransform("tree", **SCALE)(tiny, 0) / 5.2
-    np.testing.assert_allclose(q, np.array([2.25, 0.0, 1.21875]) * 1e-3 / 0.01, rtol=1e-4)
+    q = make_qtransform("tree", **SCALE)(tiny, 0) / 5.2  # range 2.75e-3 < 0.01
+    np.testing.assert_allclose(q, (np.array([1.75, 0.5, 1.09375]) - 0.25) * 1e-3 / 0.01, rtol=1e-4)
     # Before any backup there is no range: Q is only clipped to [0, 1].
     root_only = tree.replace(node_visits=jnp.array([1, 0, 0, 0, 0], jnp.int32),
                              children_visits=jnp.zeros_like(tree.children_visits))
@@ -84,14 +84,16 @@ def test_tree_rule_divides_by_at_least_0_01_and_clips_to_0_1():
     np.testing.assert_allclose(make_qtransform("tree", **SCALE)(root_only, 0), 5.0 * np.ones(3))  # raw v = 1
 
 
-def flat_bandit(rewards):
-    """The root's actions pay `rewards`; everything after them pays 0 and is worth 0."""
+def flat_bandit(qvalues, gamma=0.99, value=0.5):
+    """Every state is worth `value`; the root's actions are worth `qvalues` and every later action
+    `value`, so every return the search backs up lies within the Q-values (root updates γ·Q just below)."""
 
     def recurrent_fn(params, key, action, depth):
         batch = action.shape[0]
+        root_reward = jnp.asarray(qvalues)[action] - gamma * value
         out = mctx.RecurrentFnOutput(
-            reward=jnp.where(depth == 0, jnp.asarray(rewards)[action], 0.0), discount=jnp.full((batch,), 0.99),
-            prior_logits=jnp.zeros((batch, len(rewards))), value=jnp.zeros((batch,)))
+            reward=jnp.where(depth == 0, root_reward, (1 - gamma) * value), discount=jnp.full((batch,), gamma),
+            prior_logits=jnp.zeros((batch, len(qvalues))), value=jnp.full((batch,), value))
         return out, depth + 1
 
     return recurrent_fn
@@ -111,5 +113,7 @@ def test_near_equal_actions_stay_near_equal_in_the_improved_policy_only_under_th
 
     tree_pi, node_pi = improved_policy("tree"), improved_policy("node")
     assert tree_pi.argmax() == node_pi.argmax() == 1
-    assert tree_pi.max() / tree_pi.min() < 4  # the reference: a factor of about 3
+    # The tree's returns span 0.501 − 0.99·0.499 ≈ 0.007 < 0.01, so q̂ moves by 0.1 per 0.001 of Q:
+    # a σ gap of about 5.5 · 0.2 between the best and the worst action, a factor of about 3.
+    assert 2 < tree_pi.max() / tree_pi.min() < 4
     assert node_pi.max() / node_pi.min() > 100  # per node: the noise-level gap becomes the full σ range

@@ -119,3 +119,29 @@ def test_a_config_saved_before_a_field_existed_resumes_with_the_behaviour_it_was
     old = config_from_plain(plain)
     assert old.search.q_normalisation == "node"  # every run before 2026-12-03 normalised per node
     assert old.network.init == "flax"
+
+
+def _legacy_run_dir(tmp_path, env_id):
+    """A run directory as ezv wrote it before 2026-12-03 (no `search.q_normalisation`)."""
+    plain = json.loads(json.dumps(dataclasses.asdict(resolve_config(["--env-id", env_id]))))
+    del plain["search"]["q_normalisation"]
+    run_dir = tmp_path / "old"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"config": plain}))
+    return str(run_dir)
+
+
+def test_an_envpool_dmc_run_from_before_the_action_repeat_fix_is_not_resumed(tmp_path):
+    from ezv.config import ConfigError
+
+    run_dir = _legacy_run_dir(tmp_path, "CheetahRun-v1")
+    before = sorted(os.listdir(run_dir))
+    with pytest.raises(ConfigError, match="physics sub-steps"):
+        resolve_config(["--resume", run_dir])
+    assert sorted(os.listdir(run_dir)) == before
+
+
+def test_an_atari_run_from_before_the_game_length_fix_resumes_with_a_note(tmp_path, capsys):
+    cfg = resolve_config(["--resume", _legacy_run_dir(tmp_path, "Breakout-v5")])
+    assert cfg.search.q_normalisation == "node"
+    assert "3000 agent steps" in capsys.readouterr().err

@@ -198,7 +198,8 @@ def _vec_env(
             game_over = game_over | (live & over2)
             elapsed = jnp.where(live, elapsed2, elapsed)
             done = terminated | truncated
-        return handle, (obs, reward, terminated, truncated, score, game_over, elapsed // action_repeat)
+        agent_steps = (elapsed + action_repeat - 1) // action_repeat
+        return handle, (obs, reward, terminated, truncated, score, game_over, agent_steps)
 
     def agent_step(handle, action, resetting):
         if action_repeat == 1:
