@@ -1,13 +1,15 @@
 """Search throughput: simulations/s and roots/s vs batch size, for the Atari and DMC networks.
 
-    python -m benchmarks search [--quick] [--presets atari dmc_state] [--batches 4 256 1536] [--json out.json]
+    python -m benchmarks search [--quick] [--presets atari dmc_state] [--batches 4 256 1536]
+                                [--q-normalisations tree node] [--json out.json]
 
 One jitted call of the agent's search (root inference + mctx search, acting settings) over a
 batch of roots with freshly initialised networks: the acting batch is `num_envs`, the
 reanalysis batch of one update is `batch_size x (unroll + 1)`, and the loop's grouped reanalysis
 searches `updates_per_iteration` times that. The model FLOPs of a search
 (root inference + one recurrent call per simulation, from XLA's cost analysis) give the
-achieved FLOP/s; the rest of a search's time is mctx's tree bookkeeping.
+achieved FLOP/s; the rest of a search's time is mctx's tree bookkeeping. `--q-normalisations`
+times each Q normalisation rule (the tree rule's min–max is extra bookkeeping per selection).
 """
 
 from __future__ import annotations
@@ -91,21 +93,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--presets", nargs="+", default=None, choices=list(PRESET_ENVS))
     parser.add_argument("--batches", type=int, nargs="+", default=None)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--q-normalisations", nargs="+", default=["tree"], choices=["tree", "node"])
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     presets = args.presets or ["atari", "dmc_state"]
     rows = []
     for preset in presets:
-        agent = build_agent(preset)
-        for batch in args.batches or default_batches(agent, args.quick):
-            row = measure(agent, batch)
-            print(f"  {preset:10s} batch {batch:5d}: {row['roots_per_s']:>10,.0f} roots/s "
-                  f"{row['simulations_per_s']:>12,.0f} sims/s", flush=True)
-            rows.append(row)
+        for rule in args.q_normalisations:
+            agent = build_agent(preset, flags=["--search.q-normalisation", rule])
+            for batch in args.batches or default_batches(agent, args.quick):
+                row = dict(measure(agent, batch), q_normalisation=rule)
+                print(f"  {preset:10s} {rule:4s} batch {batch:5d}: {row['roots_per_s']:>10,.0f} roots/s "
+                      f"{row['simulations_per_s']:>12,.0f} sims/s", flush=True)
+                rows.append(row)
     print_table(
         f"Search throughput on {jax.devices()[0].device_kind} (acting settings, fresh networks)",
         rows,
-        ["preset", "batch", "simulations", "ms_per_search", "roots_per_s", "simulations_per_s",
+        ["preset", "q_normalisation", "batch", "simulations", "ms_per_search", "roots_per_s", "simulations_per_s",
          "model_gflop_per_search", "model_tflops", "compile_s"],
     )
     save_json(args.json, "search", rows)

@@ -148,9 +148,9 @@ def summary_markdown(suite: Suite) -> str:
             ("cost vs sequential runs", "{cost_vs_sequential:.2f}")], text_columns=0)
     if "search" in suite.results:
         lines += markdown_table(suite.results["search"], [
-            ("search: preset", "{preset}"), ("batch", "{batch}"), ("sims", "{simulations}"),
-            ("ms", "{ms_per_search:,.2f}"), ("roots/s", "{roots_per_s:,.0f}"),
-            ("simulations/s", "{simulations_per_s:,.0f}"), ("model TFLOP/s", "{model_tflops:.3g}")])
+            ("search: preset", "{preset}"), ("Q norm", "{q_normalisation}"), ("batch", "{batch}"),
+            ("sims", "{simulations}"), ("ms", "{ms_per_search:,.2f}"), ("roots/s", "{roots_per_s:,.0f}"),
+            ("simulations/s", "{simulations_per_s:,.0f}"), ("model TFLOP/s", "{model_tflops:.3g}")], text_columns=2)
     if "envs" in suite.results:
         lines += markdown_table(suite.results["envs"], [
             ("env: backend", "{backend}"), ("id", "{env_id}"), ("N", "{num_envs}"),
@@ -184,7 +184,9 @@ def main(argv: list[str] | None = None) -> Suite:
             counts = ["--seeds", "1", "4"] if args.quick and jax.default_backend() == "cpu" else []
             parts.append(("seeds", lambda: seeds_bench.main(["--env-id", "CartPole-v1", *counts, *quick])))
         elif part == "search":
-            parts.append(("search", lambda: search_bench.main(quick)))
+            # On accelerators both Q normalisation rules: the tree rule's bookkeeping is launch overhead there.
+            rules = ["--q-normalisations", "node", "tree"] if jax.default_backend() != "cpu" else []
+            parts.append(("search", lambda: search_bench.main(quick + rules)))
         elif part == "envs":
             sizes = ["--num-envs", "64"] if jax.default_backend() != "cpu" else []
             parts.append(("envs", lambda: envs_bench.main(quick + sizes)))

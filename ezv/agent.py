@@ -108,11 +108,14 @@ class Agent:
         self.frame_stack = env.spec.frame_stack
         space = env.spec.action_space
         self.continuous = not isinstance(space, Discrete)
+        # The tree-wide Q normalisation reads each node's path from its embedding (no tree walks).
+        num_actions = None if self.continuous else space.n
+        path_depth = cfg.search.simulations_for(num_actions) if cfg.search.q_normalisation == "tree" else 0
         if self.continuous:
             self.num_actions, self.action_dim = None, space.dim
             self.action_shape, self.action_dtype = (space.dim,), jnp.float32
             self.net = EZNet(cfg.network, num_actions=None, action_dim=space.dim)
-            self.model = ContinuousModelFns(self.net, cfg.network, cfg.learner.discount, cfg.search)
+            self.model = ContinuousModelFns(self.net, cfg.network, cfg.learner.discount, cfg.search, path_depth)
             self.considered = cfg.search.num_sampled_actions
             kind = cfg.learner.continuous_policy_loss
             self.continuous_loss = ("full" if space.dim == 1 else "simple") if kind == "auto" else kind
@@ -120,7 +123,7 @@ class Agent:
             self.num_actions, self.action_dim = space.n, None
             self.action_shape, self.action_dtype = (), jnp.int32
             self.net = EZNet(cfg.network, num_actions=space.n)
-            self.model = ModelFns(self.net, cfg.network, cfg.learner.discount)
+            self.model = ModelFns(self.net, cfg.network, cfg.learner.discount, path_depth)
             self.considered = cfg.search.considered_for(space.n)
             self.continuous_loss = None
         self.optimizer = make_optimizer(cfg)

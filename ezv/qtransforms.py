@@ -14,7 +14,9 @@ and the prior-weighted Q of the visited children, N = Σ child visits) and scale
 The reference keeps its min–max as running statistics updated during backup. mctx's qtransform
 only sees the tree, so `tree_value_range` rebuilds the same statistics from it: simulation k added
 node k, and its backup fed the returns along node k's path to the root, each a function of the
-stored rewards, discounts and node k's raw value; no stored value changes afterwards.
+stored rewards, discounts and node k's raw value; no stored value changes afterwards. It walks
+the tree (the specification, for any recurrent_fn); ezv's own model functions carry each node's
+path in its embedding, and `tree_value_range_from_paths` reads the same statistics from there.
 """
 
 from __future__ import annotations
@@ -62,9 +64,35 @@ def tree_value_range(tree: mctx.Tree) -> tuple[jax.Array, jax.Array]:
     return low, high
 
 
+def tree_value_range_from_paths(tree: mctx.Tree) -> tuple[jax.Array, jax.Array]:
+    """`tree_value_range` without walking the tree, from the path each embedding carries
+    (`search.Embedding.path_return` / `path_discount`, indexed by depth).
+
+    With R_k and Γ_k the discounted reward from the root to node j's ancestor at depth k and the
+    discount accumulated to it, and W = R_d + Γ_d·v(j) at j's own depth d, the return fed at the
+    edge leaving depth k is (W − R_k)/Γ_k for k < d, and the root's own update is Γ_1·W. A few
+    elementwise operations over [nodes, depth]: no loop inside the search's loops, which matters
+    where each loop iteration costs a launch (GPUs).
+    """
+    emb = tree.embeddings
+    returns, discounts, depth = emb.path_return, emb.path_discount, emb.depth  # [N, D+1], [N, D+1], [N]
+    nodes = jnp.arange(depth.shape[0])
+    own = lambda x: jnp.take_along_axis(x, depth[:, None], axis=1)[:, 0]  # noqa: E731
+    whole = own(returns) + own(discounts) * tree.raw_values  # W per node
+    samples = (whole[:, None] - returns) / discounts
+    backed_up = (tree.node_visits > 0) & (nodes != tree.ROOT_INDEX)
+    on_path = backed_up[:, None] & (jnp.arange(returns.shape[1])[None] < depth[:, None])
+    root_update = discounts[:, 1] * whole
+    inf = jnp.asarray(jnp.inf, samples.dtype)
+    low = jnp.minimum(jnp.min(jnp.where(on_path, samples, inf)), jnp.min(jnp.where(backed_up, root_update, inf)))
+    high = jnp.maximum(jnp.max(jnp.where(on_path, samples, -inf)), jnp.max(jnp.where(backed_up, root_update, -inf)))
+    return low, high
+
+
 def normalise_by_tree(tree: mctx.Tree, qvalues: jax.Array) -> jax.Array:
     """The reference's `CMinMaxStats::normalize` followed by its clip to [0, 1]."""
-    low, high = tree_value_range(tree)
+    carries_paths = getattr(tree.embeddings, "path_return", None) is not None
+    low, high = (tree_value_range_from_paths if carries_paths else tree_value_range)(tree)
     span = high - low
     has_range = span > 0
     scaled = (qvalues - jnp.where(has_range, low, 0.0)) / jnp.where(has_range, jnp.maximum(span, TREE_RANGE_FLOOR), 1.0)

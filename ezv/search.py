@@ -48,6 +48,11 @@ class Embedding:
     # Continuous actions: [B, K, dim] the actions of this node's K child slots. mctx sees actions
     # as slot indices; `recurrent_fn` gathers the real action from the parent's embedding.
     children_actions: jax.Array | None = None
+    # With `path_depth`: [B, path_depth + 1] the discounted reward from the root to this node's
+    # ancestor at each depth (this node at index `depth`) and the discount accumulated to it, for the
+    # tree-wide Q normalisation (qtransforms.tree_value_range_from_paths).
+    path_return: jax.Array | None = None
+    path_discount: jax.Array | None = None
 
 
 def completed_q_transform(cfg: SearchConfig) -> Callable:
@@ -88,10 +93,13 @@ def gumbel_search(
 class ModelFns:
     """The EZ-V2 network seen by the search: root inference and `recurrent_fn`, in eval mode."""
 
-    def __init__(self, net: EZNet, net_cfg: NetworkConfig, discount: float):
+    def __init__(self, net: EZNet, net_cfg: NetworkConfig, discount: float, path_depth: int = 0):
+        """path_depth: the deepest node a search can reach (its simulation count), when embeddings
+        must carry their path's returns (the tree-wide Q normalisation); 0: they do not."""
         self.net = net
         self.cfg = net_cfg
         self.discount = discount
+        self.path_depth = path_depth
         self.value_support = net_cfg.value_support
         self.reward_support = net_cfg.reward_support
 
@@ -114,6 +122,11 @@ class ModelFns:
             value_prefix=jnp.zeros((batch,), jnp.float32),
             depth=jnp.zeros((batch,), jnp.int32),
         )
+        if self.path_depth:
+            embedding = embedding.replace(
+                path_return=jnp.zeros((batch, self.path_depth + 1), jnp.float32),
+                path_discount=jnp.ones((batch, self.path_depth + 1), jnp.float32),
+            )
         return mctx.RootFnOutput(prior_logits=logits, value=value, embedding=embedding)
 
     def expand(self, variables: Any, action: jax.Array, emb: Embedding):
@@ -127,8 +140,24 @@ class ModelFns:
         latent, carry, reward_logits = self.net.apply(variables, emb.latent, action, carry, method=EZNet.dynamics)
         predicted = self.reward_support.decode(reward_logits)
         outputs, value_logits = self.net.apply(variables, latent, method=EZNet.predict)
+        reward = predicted - parent_prefix
         child = emb.replace(latent=latent, lstm_carry=carry, value_prefix=predicted, depth=emb.depth + 1)
-        return predicted - parent_prefix, outputs, self.decode_value(value_logits), child
+        if self.path_depth:
+            child = self.extend_path(child, emb.depth, reward)
+        return reward, outputs, self.decode_value(value_logits), child
+
+    def extend_path(self, child: Embedding, parent_depth: jax.Array, reward: jax.Array) -> Embedding:
+        """The child's path: its parent's, plus its own return and discount at its depth."""
+        def at(x, depth):
+            return jnp.take_along_axis(x, depth[:, None], axis=1)[:, 0]
+
+        own_return = at(child.path_return, parent_depth) + at(child.path_discount, parent_depth) * reward
+        own_discount = at(child.path_discount, parent_depth) * self.discount
+        here = jnp.arange(self.path_depth + 1)[None] == (parent_depth + 1)[:, None]
+        return child.replace(
+            path_return=jnp.where(here, own_return[:, None], child.path_return),
+            path_discount=jnp.where(here, own_discount[:, None], child.path_discount),
+        )
 
     def recurrent_fn(self, variables: Any, key: jax.Array, action: jax.Array, emb: Embedding):
         del key
@@ -224,8 +253,10 @@ class ContinuousModelFns(ModelFns):
     0, the reference's uniform root prior), `interior_children` samples from each expanded node's
     own policy (no widening) in the remaining nodes."""
 
-    def __init__(self, net: EZNet, net_cfg: NetworkConfig, discount: float, search_cfg: SearchConfig):
-        super().__init__(net, net_cfg, discount)
+    def __init__(
+        self, net: EZNet, net_cfg: NetworkConfig, discount: float, search_cfg: SearchConfig, path_depth: int = 0
+    ):
+        super().__init__(net, net_cfg, discount, path_depth)
         self.num_candidates = search_cfg.num_sampled_actions
         self.policy_candidates = search_cfg.policy_sampled_actions
         self.wide_std = search_cfg.wide_std_scale

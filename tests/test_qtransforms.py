@@ -117,3 +117,35 @@ def test_near_equal_actions_stay_near_equal_in_the_improved_policy_only_under_th
     # a σ gap of about 5.5 · 0.2 between the best and the worst action, a factor of about 3.
     assert 2 < tree_pi.max() / tree_pi.min() < 4
     assert node_pi.max() / node_pi.min() > 100  # per node: the noise-level gap becomes the full σ range
+
+
+def searched_trees(value_prefix: bool, num_actions: int = 5, sims: int = 12):
+    """One real Gumbel search with a tiny EZ-V2 model whose embeddings carry their paths."""
+    from test_search import tiny_model
+
+    from ezv.search import ModelFns
+
+    plain, variables, cfg = tiny_model(num_actions, value_prefix=value_prefix)
+    model = ModelFns(plain.net, cfg, discount=0.9, path_depth=sims)
+    obs = jax.random.normal(jax.random.PRNGKey(3), (6, 4))
+    out = mctx.gumbel_muzero_policy(
+        variables, jax.random.PRNGKey(4), model.root(variables, obs), model.recurrent_fn, num_simulations=sims,
+        max_num_considered_actions=4, qtransform=make_qtransform("tree", **SCALE))
+    return out.search_tree
+
+
+def test_the_paths_carried_by_embeddings_give_the_same_range_as_walking_the_tree():
+    from ezv.qtransforms import tree_value_range_from_paths
+
+    for value_prefix in (False, True):
+        tree = searched_trees(value_prefix)
+        assert int(tree.node_visits[:, 0].min()) == 13 and int(tree.embeddings.depth.max()) >= 2
+        walked = jax.vmap(tree_value_range)(tree)
+        read = jax.vmap(tree_value_range_from_paths)(tree)
+        np.testing.assert_allclose(read, walked, rtol=1e-5, atol=1e-5)
+        # Without the paths the same tree is walked; both give the same σ(q̂) at every node.
+        bare = tree.replace(embeddings=tree.embeddings.replace(path_return=None, path_discount=None))
+        transform = make_qtransform("tree", **SCALE)
+        for node in range(0, 13, 3):
+            np.testing.assert_allclose(jax.vmap(transform, (0, None))(tree, node),
+                                       jax.vmap(transform, (0, None))(bare, node), rtol=1e-5, atol=1e-5)
