@@ -106,7 +106,7 @@ def print_published_comparison(env_id: str, rows: list[dict]) -> None:
             row[algorithm] = f"{point[1]:.1f} ({point[2]})" if point else "-"
         table.append(row)
     if table:
-        title = f"{env_id}: ezv beside published curves (mean (seeds); published steps are 2 control steps per env step)"
+        title = f"{env_id}: ezv beside published curves (mean (seeds); their steps are control steps, 2 per env step)"
         print_table(title, table, list(table[0]))
 
 
