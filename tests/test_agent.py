@@ -119,3 +119,17 @@ def test_the_atari_image_pipeline_runs_end_to_end():
     for name in ("loss", "value_loss", "policy_loss", "reward_loss", "consistency_loss", "grad_norm"):
         assert np.isfinite(metrics[name][learned]).all(), name
     assert int(state.updates) > 0
+
+
+def test_the_tree_q_normalisation_trains_through_the_compiled_loop():
+    # The agent's search carries each node's path returns in its embedding for this rule.
+    base = tiny_classic()
+    cfg = tiny_classic(search=dataclasses.replace(base.search, q_normalisation="tree"))
+    agent = Agent(cfg, envs.make("CartPole-v1", cfg.num_envs, seed=0))
+    assert agent.model.path_depth == agent.num_simulations
+    state = agent.init(jax.random.PRNGKey(0))
+    for _ in range(3):
+        state, metrics = agent.train_chunk(state)
+    metrics = jax.device_get(metrics)
+    assert metrics["learning"].any()
+    assert all(np.isfinite(v).all() for k, v in metrics.items() if k.endswith("loss")), metrics

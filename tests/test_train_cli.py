@@ -113,8 +113,8 @@ def test_impossible_continuous_settings_fail_before_compiling(flags, named, caps
 def test_a_config_saved_before_a_field_existed_resumes_with_the_behaviour_it_was_trained_with():
     from ezv.train import config_from_plain
 
-    plain = dataclasses.asdict(resolve_config(["--env-id", "CartPole-v1"]))
-    assert config_from_plain(plain).search.q_normalisation == "tree"  # today's default, as saved
+    plain = dataclasses.asdict(resolve_config(["--env-id", "Breakout-v5"]))
+    assert config_from_plain(plain).search.q_normalisation == "tree"  # the atari preset's rule, as saved
     del plain["search"]["q_normalisation"], plain["network"]["init"]
     old = config_from_plain(plain)
     assert old.search.q_normalisation == "node"  # every run before 2026-12-03 normalised per node
@@ -124,6 +124,7 @@ def test_a_config_saved_before_a_field_existed_resumes_with_the_behaviour_it_was
 def _legacy_run_dir(tmp_path, env_id):
     """A run directory as ezv wrote it before 2026-12-03 (no `search.q_normalisation`)."""
     plain = json.loads(json.dumps(dataclasses.asdict(resolve_config(["--env-id", env_id]))))
+    assert plain["search"]["q_normalisation"] == "tree"
     del plain["search"]["q_normalisation"]
     run_dir = tmp_path / "old"
     run_dir.mkdir()
@@ -145,3 +146,9 @@ def test_an_atari_run_from_before_the_game_length_fix_resumes_with_a_note(tmp_pa
     cfg = resolve_config(["--resume", _legacy_run_dir(tmp_path, "Breakout-v5")])
     assert cfg.search.q_normalisation == "node"
     assert "3000 agent steps" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("env_id, rule", [("Breakout-v5", "tree"), ("dmc/CheetahRun", "tree"), ("CartPole-v1", "node"),
+                                          ("Breakout-MinAtar", "node"), ("Pendulum-v1", "node")])
+def test_reference_presets_normalise_q_per_tree_and_the_small_cpu_presets_per_node(env_id, rule):
+    assert resolve_config(["--env-id", env_id]).search.q_normalisation == rule
