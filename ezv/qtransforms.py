@@ -64,6 +64,11 @@ def tree_value_range(tree: mctx.Tree) -> tuple[jax.Array, jax.Array]:
     return low, high
 
 
+def at_depth(per_depth: jax.Array, depth: jax.Array) -> jax.Array:
+    """[..., D+1] values by depth, [...] depths -> the value at each depth."""
+    return jnp.take_along_axis(per_depth, depth[..., None], axis=-1)[..., 0]
+
+
 def tree_value_range_from_paths(tree: mctx.Tree) -> tuple[jax.Array, jax.Array]:
     """`tree_value_range` without walking the tree, from the path each embedding carries
     (`search.Embedding.path_return` / `path_discount`, indexed by depth).
@@ -77,8 +82,7 @@ def tree_value_range_from_paths(tree: mctx.Tree) -> tuple[jax.Array, jax.Array]:
     emb = tree.embeddings
     returns, discounts, depth = emb.path_return, emb.path_discount, emb.depth  # [N, D+1], [N, D+1], [N]
     nodes = jnp.arange(depth.shape[0])
-    own = lambda x: jnp.take_along_axis(x, depth[:, None], axis=1)[:, 0]  # noqa: E731
-    whole = own(returns) + own(discounts) * tree.raw_values  # W per node
+    whole = at_depth(returns, depth) + at_depth(discounts, depth) * tree.raw_values  # W per node
     samples = (whole[:, None] - returns) / discounts
     backed_up = (tree.node_visits > 0) & (nodes != tree.ROOT_INDEX)
     on_path = backed_up[:, None] & (jnp.arange(returns.shape[1])[None] < depth[:, None])

@@ -26,7 +26,7 @@ from flax import struct
 from ezv import gaussian
 from ezv.config import NetworkConfig, SearchConfig
 from ezv.networks import EZNet, initial_lstm_carry, reset_lstm_carry
-from ezv.qtransforms import make_qtransform
+from ezv.qtransforms import at_depth, make_qtransform
 
 
 @struct.dataclass
@@ -148,11 +148,9 @@ class ModelFns:
 
     def extend_path(self, child: Embedding, parent_depth: jax.Array, reward: jax.Array) -> Embedding:
         """The child's path: its parent's, plus its own return and discount at its depth."""
-        def at(x, depth):
-            return jnp.take_along_axis(x, depth[:, None], axis=1)[:, 0]
-
-        own_return = at(child.path_return, parent_depth) + at(child.path_discount, parent_depth) * reward
-        own_discount = at(child.path_discount, parent_depth) * self.discount
+        parent_discount = at_depth(child.path_discount, parent_depth)
+        own_return = at_depth(child.path_return, parent_depth) + parent_discount * reward
+        own_discount = parent_discount * self.discount
         here = jnp.arange(self.path_depth + 1)[None] == (parent_depth + 1)[:, None]
         return child.replace(
             path_return=jnp.where(here, own_return[:, None], child.path_return),
