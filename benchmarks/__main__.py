@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "seeds": "wall-clock of N = 1, 4, 8 seeds vmapped in one program",
     "flops": "model FLOPs of an update and an acting iteration per preset (device-independent)",
     "learning": "evaluation return vs env steps and wall-clock over seeds",
+    "identity": "refactor check: two short runs must log the same metrics as this machine's baseline",
 }
 MODULES = {"all": "suite"}
 
