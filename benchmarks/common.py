@@ -11,6 +11,25 @@ from typing import Any, Callable
 
 import jax
 
+# One env per preset: the network family is what matters to the search and FLOP benchmarks.
+PRESET_ENVS = {
+    "atari": "Breakout-v5",
+    "dmc_state": "dmc/CheetahRun",
+    "classic": "CartPole-v1",
+    "control": "dmc/CartpoleBalance",
+}
+
+
+def build_agent(preset: str, env_id: str | None = None, flags: list[str] = ()):
+    """An `Agent` of the preset on its env (or `env_id`), with `ezv.train` flags on top."""
+    import ezv.envs as envs
+    from ezv.agent import Agent
+    from ezv.train import resolve_config
+
+    env_id = env_id or PRESET_ENVS[preset]
+    cfg = resolve_config(["--env-id", env_id, "--preset", preset, *flags])
+    return Agent(cfg, envs.make(env_id, cfg.num_envs, cfg.seed, **cfg.env_options))
+
 
 def machine() -> dict[str, Any]:
     device = jax.devices()[0]

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from ezv.agent import Agent
+from ezv.model import EZModel
 
 
 def cost_flops(fn: Callable, *args) -> float:
@@ -24,27 +25,18 @@ def cost_flops(fn: Callable, *args) -> float:
     return float(analysis.get("flops", 0.0))
 
 
-def _obs(agent: Agent, batch: int) -> jax.Array:
-    return jnp.zeros((batch,) + agent.stacked_obs_shape, agent.spec.obs_dtype)
-
-
-def _root(agent: Agent, variables: Any, obs: jax.Array, key: jax.Array):
-    if agent.continuous:
-        return agent.model.root(variables, obs, key, widen=True)
-    return agent.model.root(variables, obs)
-
-
-def model_flops(agent: Agent, variables: Any, batch: int) -> dict[str, float]:
-    """{"root": representation + prediction on `batch` observations, "recurrent": one
-    recurrent_fn call (dynamics + reward + prediction) on `batch` nodes}."""
+def model_flops(model: EZModel, variables: Any, batch: int) -> dict[str, float]:
+    """{"root": representation + prediction on `batch` observations (with the root's candidate
+    sampling for continuous actions), "recurrent": one recurrent_fn call (dynamics + reward +
+    prediction) on `batch` nodes}."""
     key = jax.random.PRNGKey(0)
-    obs = _obs(agent, batch)
-    root = jax.jit(lambda v, o, k: _root(agent, v, o, k))(variables, obs, key)
+    obs = jnp.zeros((batch,) + model.stacked_obs_shape, model.spec.obs_dtype)
+    root_fn = lambda v, o, k: model.fns.root(v, o, k, widen=True)  # noqa: E731
+    root = jax.jit(root_fn)(variables, obs, key)
     slots = jnp.zeros((batch,), jnp.int32)
     return {
-        "root": cost_flops(lambda v, o, k: _root(agent, v, o, k), variables, obs, key),
-        "recurrent": cost_flops(lambda v, k, a, e: agent.model.recurrent_fn(v, k, a, e), variables, key, slots,
-                                root.embedding),
+        "root": cost_flops(root_fn, variables, obs, key),
+        "recurrent": cost_flops(model.fns.recurrent_fn, variables, key, slots, root.embedding),
     }
 
 
@@ -54,17 +46,18 @@ def loop_flops(agent: Agent, state: Any) -> dict[str, float]:
     `state` must hold enough replay rows to sample a batch (the loop benchmark's state).
     """
     cfg, L = agent.cfg, agent.cfg.learner
-    sims = agent.num_simulations
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    act = model_flops(agent, variables, agent.num_envs)
-    positions = L.batch_size * agent.window
+    model, learner = agent.model, agent.learner
+    sims = model.num_simulations
+    act = model_flops(model, state.variables, agent.envs_per_state)
+    positions = L.batch_size * learner.window
     roots = L.batch_size * (L.unroll_steps + 1)
-    encode = model_flops(agent, variables, positions)["root"]
-    search = model_flops(agent, variables, roots)["recurrent"] * sims
+    encode = model_flops(model, state.variables, positions)["root"]
+    search = model_flops(model, state.variables, roots)["recurrent"] * sims
     key = jax.random.PRNGKey(0)
-    idx, weights, window = jax.jit(agent.sample_batch)(state.replay, key)
-    targets, _ = jax.jit(agent.reanalyse)(state, window, key)
-    gradient = cost_flops(agent.gradient_step, state, window, targets, weights, key)
+    idx, weights, window = jax.jit(learner.sample_batch)(state.replay, key)
+    values, out = jax.jit(learner.reanalysis_search)(state, window, key)
+    targets, _ = jax.jit(learner.build_targets)(state, window, values, out)
+    gradient = cost_flops(learner.gradient_step, state, window, targets, weights, key)
     update = encode + search + gradient
     return dict(
         act_per_iteration=act["root"] + sims * act["recurrent"],
@@ -72,14 +65,14 @@ def loop_flops(agent: Agent, state: Any) -> dict[str, float]:
         reanalysis_search_per_update=search,
         gradient_per_update=gradient,
         update=update,
-        per_env_step=(update * cfg.replay_ratio) + (act["root"] + sims * act["recurrent"]) / agent.num_envs,
+        per_env_step=(update * cfg.replay_ratio) + (act["root"] + sims * act["recurrent"]) / agent.envs_per_state,
     )
 
 
 def filled_state(agent: Agent, key: jax.Array):
     """A fresh state whose replay holds enough rows (acting only, no learning) to sample a batch."""
     state = agent.init(key)
-    rows = 2 * agent.window + 2
+    rows = 2 * agent.learner.window + 2
     act = jax.jit(lambda s: jax.lax.scan(lambda s, _: agent.act(s), s, None, length=rows)[0])
     return act(state)
 
@@ -91,7 +84,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     import argparse
 
     from benchmarks.common import print_table, save_json
-    from benchmarks.search import PRESET_ENVS, build_agent
+    from benchmarks.common import PRESET_ENVS, build_agent
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks flops", description=main.__doc__)
     parser.add_argument("--presets", nargs="+", default=["atari", "dmc_state", "classic", "control"],

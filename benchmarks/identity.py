@@ -3,12 +3,14 @@
     python -m benchmarks identity record   # before a refactor: writes the baseline of this machine
     python -m benchmarks identity check    # after: reruns, compares every field but timings
 
-Two short runs cover both action kinds: CartPole-v1 (discrete, `classic` preset) and
-dmc/CartpoleBalance (continuous, `control` preset). Their `metrics.jsonl` rows (losses, returns,
-search values, evaluations) must be bit-identical; only wall-clock fields may differ. A baseline is
-only comparable on the machine and jax version that wrote it (XLA's float results depend on the
-CPU's instruction set and the compiler), so it lives under `benchmarks/identity/<machine>/`
-with the machine's description beside it.
+Short runs cover both action kinds and every state layout a single machine has: CartPole-v1
+(discrete, `classic` preset), dmc/CartpoleBalance (continuous, `control` preset), two CartPole seeds
+vmapped with an offline phase, and two seeds sharing one envpool pool (CartpoleBalance-v1). Their
+`metrics.jsonl` rows (losses, returns, search values, evaluations) must be bit-identical; only
+wall-clock fields may differ. A baseline is only comparable on the machine and jax version that wrote
+it (XLA's float results depend on the CPU's instruction set and the compiler), so it lives under
+`benchmarks/identity/<machine>/` with the machine's description beside it. `record --runs NAME` adds
+one run's baseline (run it from a checkout of the code before the change).
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ RUNS = {
     "cartpole": ["--env-id", "CartPole-v1", "--total-env-steps", "4000", "--seed", "0"],
     "cartpole_balance": ["--env-id", "dmc/CartpoleBalance", "--preset", "control", "--total-env-steps", "3000",
                          "--seed", "0"],
+    # Seeds vmapped in one program, then the offline phase.
+    "cartpole_seeds_offline": ["--env-id", "CartPole-v1", "--total-env-steps", "2000", "--num-seeds", "2",
+                               "--offline-updates", "300", "--seed", "0"],
+    # Seeds sharing one envpool pool (the layout whose iteration is built from vmapped phases).
+    "envpool_seeds": ["--env-id", "CartpoleBalance-v1", "--preset", "control", "--total-env-steps", "2000",
+                      "--num-seeds", "2", "--seed", "0"],
 }
 TIMING = re.compile(r"(_per_s|_s|wall.*|time.*)$")
 

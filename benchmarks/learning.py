@@ -19,18 +19,14 @@ import numpy as np
 
 from benchmarks.common import print_table, save_json
 from ezv import scores
-from ezv.logger import file_safe, read_rows
+from ezv.logger import eval_rows, file_safe
 from ezv.plot import read_run
 from ezv.train import resolve_config, train
 
 
 def read_evals(run_dir: str) -> dict[int, list[dict]]:
-    """Evaluation rows of a run, per seed."""
-    by_seed: dict[int, list[dict]] = {}
-    for r in read_rows(run_dir):
-        if r.get("eval_return_mean") is not None and not r.get("offline"):
-            by_seed.setdefault(int(r.get("seed", 0)), []).append(r)
-    return by_seed
+    """Evaluation rows of a run's collection phase, per seed."""
+    return {seed: [r for r in rows if not r.get("offline")] for seed, rows in eval_rows(run_dir).items()}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

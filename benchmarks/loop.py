@@ -18,10 +18,10 @@ import time
 
 import jax
 
-import ezv.envs as envs
-from benchmarks.common import print_table, save_json, time_compiled
+from benchmarks.common import machine, print_table, save_json, time_compiled
 from benchmarks.flops import loop_flops
 from ezv.agent import Agent
+from ezv.program import Program
 from ezv.train import resolve_config
 
 
@@ -40,30 +40,30 @@ def bench_config(env_id: str, iterations: int, extra_flags: list[str]):
     )
 
 
-def build(env_id: str, iterations: int, extra_flags: list[str]) -> Agent:
-    cfg = bench_config(env_id, iterations, extra_flags)
-    return Agent(cfg, envs.make(env_id, cfg.num_envs, cfg.seed, **cfg.env_options))
+def build(env_id: str, iterations: int, extra_flags: list[str]) -> Program:
+    """The program `ezv.train` compiles for this config (one seed), so the loop timed is the one that trains."""
+    return Program(bench_config(env_id, iterations, extra_flags))
 
 
 def measure(
     env_id: str, iterations: int, chunks: int, extra_flags: list[str], with_flops: bool = True,
     profile_dir: str | None = None,
 ) -> dict:
-    agent = build(env_id, iterations, extra_flags)
-    cfg = agent.cfg
+    program = build(env_id, iterations, extra_flags)
+    agent, cfg = program.agent, program.cfg
     start = time.perf_counter()
-    state = agent.init(jax.random.PRNGKey(0))
-    compiled = agent.train_chunk.lower(state).compile()
+    state = program.init()
+    program.compile(state)
     compile_s = time.perf_counter() - start
     # Fill the replay past `learning_starts` (and run one chunk beyond), then time the chunks after it.
-    state, _ = compiled(state)
-    while int(state.iteration) * cfg.num_envs < cfg.learning_starts:
-        state, _ = compiled(state)
+    state, _ = program.chunk(state)
+    while program.env_steps(state) < cfg.learning_starts:
+        state, _ = program.chunk(state)
     jax.block_until_ready(state.params)
     updates0 = int(state.updates)
     start = time.perf_counter()
     for _ in range(chunks):
-        state, _ = compiled(state)
+        state, _ = program.chunk(state)
     jax.block_until_ready(state.params)
     loop_s = time.perf_counter() - start
     env_steps = chunks * iterations * cfg.num_envs
@@ -79,10 +79,10 @@ def measure(
     row = dict(
         env_id=env_id,
         preset=cfg.preset,
-        device=device_kind(),
+        device=machine()["device"],
         num_envs=cfg.num_envs,
         batch_size=L.batch_size,
-        simulations=agent.num_simulations,
+        simulations=agent.model.num_simulations,
         updates_per_env_step=cfg.replay_ratio,
         compile_s=compile_s,
         env_steps_per_s=env_steps / loop_s,
@@ -101,11 +101,6 @@ def measure(
     return row
 
 
-def device_kind() -> str:
-    device = jax.devices()[0]
-    return str(getattr(device, "device_kind", device))
-
-
 def stage_times(agent: Agent, state, profile_dir: str | None = None) -> dict[str, float]:
     """Milliseconds of each stage of an iteration, per call (acting) or per update (the rest), each
     its own jitted function on `state` (no donation). The learner stages run as the loop runs them:
@@ -117,19 +112,19 @@ def stage_times(agent: Agent, state, profile_dir: str | None = None) -> dict[str
     act = jax.jit(agent.act)
 
     def sample_group(replay, key):
-        idx, weights, w = jax.vmap(agent.sample_batch, in_axes=(None, 0))(replay, jax.random.split(key, count))
+        idx, weights, w = jax.vmap(agent.learner.sample_batch, in_axes=(None, 0))(replay, jax.random.split(key, count))
         return idx, weights, w, jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), w)
 
     sample = jax.jit(sample_group)
     idx, weights, window, flat = sample(state.replay, key)
-    search = jax.jit(agent.reanalysis_search)
+    search = jax.jit(agent.learner.reanalysis_search)
     values, out = search(state, flat, key)
-    build_targets = jax.jit(agent.build_targets)
+    build_targets = jax.jit(agent.learner.build_targets)
     targets, _ = build_targets(state, flat, values, out)
-    first = lambda tree: jax.tree.map(lambda x: x[: agent.batch_size], tree)  # noqa: E731
+    first = lambda tree: jax.tree.map(lambda x: x[: agent.learner.batch_size], tree)  # noqa: E731
     one_window = first(flat)
     one_targets = first(targets)
-    gradient = jax.jit(agent.gradient_step)
+    gradient = jax.jit(agent.learner.gradient_step)
     seconds = {
         "act (per iteration)": time_compiled(act, state)[1],
         "sample windows": time_compiled(sample, state.replay, key)[1] / count,
@@ -166,7 +161,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     print_table(
         "Where an iteration's time goes (stages timed separately)",
-        [dict(stage=k, ms_per_call=row["stage_ms"][k], share_of_iteration=row["stage_share"][k]) for k in row["stage_ms"]],
+        [dict(stage=k, ms_per_call=row["stage_ms"][k], share_of_iteration=row["stage_share"][k])
+         for k in row["stage_ms"]],
         ["stage", "ms_per_call", "share_of_iteration"],
     )
     print_flops(row)
@@ -192,9 +188,10 @@ def print_flops(row: dict, peak_tflops: float | None = None) -> None:
     if "flops" not in row:
         return
     f = row["flops"]
-    line = (f"model FLOPs per update {f['update'] / 1e9:,.1f} G (reanalysis encode {f['reanalysis_encode_per_update'] / 1e9:,.1f}"
-            f" + search {f['reanalysis_search_per_update'] / 1e9:,.1f} + gradient {f['gradient_per_update'] / 1e9:,.1f});"
-            f" acting {f['act_per_iteration'] / 1e9:,.2f} G per iteration; achieved {row['achieved_tflops']:.3g} TFLOP/s")
+    g = {k: v / 1e9 for k, v in f.items()}
+    line = (f"model FLOPs per update {g['update']:,.1f} G (reanalysis encode {g['reanalysis_encode_per_update']:,.1f}"
+            f" + search {g['reanalysis_search_per_update']:,.1f} + gradient {g['gradient_per_update']:,.1f});"
+            f" acting {g['act_per_iteration']:,.2f} G per iteration; achieved {row['achieved_tflops']:.3g} TFLOP/s")
     if peak_tflops:
         line += f" = {100 * row['achieved_tflops'] / peak_tflops:.2g}% of the measured matmul peak ({peak_tflops:.3g})"
     print(line)

@@ -19,33 +19,17 @@ import argparse
 import jax
 import jax.numpy as jnp
 
-import ezv.envs as envs
-from benchmarks.common import print_table, save_json, time_compiled
+from benchmarks.common import PRESET_ENVS, build_agent, print_table, save_json, time_compiled
 from benchmarks.flops import model_flops
 from ezv.agent import Agent
-from ezv.train import resolve_config
-
-# One env per preset: the network family is what matters here.
-PRESET_ENVS = {
-    "atari": "Breakout-v5",
-    "dmc_state": "dmc/CheetahRun",
-    "classic": "CartPole-v1",
-    "control": "dmc/CartpoleBalance",
-}
+from ezv.model import EZModel
 
 
-def build_agent(preset: str, env_id: str | None = None, flags: list[str] = ()) -> Agent:
-    env_id = env_id or PRESET_ENVS[preset]
-    cfg = resolve_config(["--env-id", env_id, "--preset", preset, *flags])
-    env = envs.make(env_id, cfg.num_envs, cfg.seed, **cfg.env_options)
-    return Agent(cfg, env)
-
-
-def search_fn(agent: Agent):
-    scale = agent.cfg.search.gumbel_scale
+def search_fn(model: EZModel):
+    scale = model.cfg.search.gumbel_scale
 
     def run(variables, key, obs):
-        out = agent.search(variables, key, obs, scale)
+        out = model.search(variables, key, obs, scale)
         return out.action, out.policy, out.value
 
     return jax.jit(run)
@@ -53,18 +37,19 @@ def search_fn(agent: Agent):
 
 def measure(agent: Agent, batch: int, repeats: int = 3) -> dict:
     params_key, obs_key, key = jax.random.split(jax.random.PRNGKey(0), 3)
-    shape = (batch,) + agent.stacked_obs_shape
-    if jnp.issubdtype(agent.spec.obs_dtype, jnp.integer):
-        obs = jax.random.randint(obs_key, shape, 0, 256).astype(agent.spec.obs_dtype)
+    model = agent.model
+    shape = (batch,) + model.stacked_obs_shape
+    if jnp.issubdtype(model.spec.obs_dtype, jnp.integer):
+        obs = jax.random.randint(obs_key, shape, 0, 256).astype(model.spec.obs_dtype)
     else:
         obs = jax.random.normal(obs_key, shape, jnp.float32)
-    variables = jax.jit(agent.init_networks)(params_key)  # no replay: the Atari one is gigabytes
-    compile_s, seconds = time_compiled(search_fn(agent), variables, key, obs, repeats=repeats)
-    sims = agent.num_simulations
+    variables = jax.jit(model.init_variables)(params_key)  # no replay: the Atari one is gigabytes
+    compile_s, seconds = time_compiled(search_fn(model), variables, key, obs, repeats=repeats)
+    sims = model.num_simulations
     # FLOPs are the same on every device: counted on a CPU only (each count is another compile).
     search_flops = float("nan")
     if jax.default_backend() == "cpu":
-        flops = model_flops(agent, variables, batch)
+        flops = model_flops(model, variables, batch)
         search_flops = flops["root"] + sims * flops["recurrent"]
     return dict(
         preset=agent.cfg.preset,
@@ -83,9 +68,9 @@ def default_batches(agent: Agent, quick: bool) -> list[int]:
     L = agent.cfg.learner
     reanalysis = L.batch_size * (L.unroll_steps + 1)
     if quick and jax.default_backend() == "cpu":  # the Atari network takes ~1 s per acting search here
-        return [agent.num_envs] if agent.cfg.preset == "atari" else [agent.num_envs, L.batch_size]
+        return [agent.envs_per_state] if agent.cfg.preset == "atari" else [agent.envs_per_state, L.batch_size]
     # The loop reanalyses an iteration's batches in one search: updates_per_iteration x that many roots.
-    return sorted({agent.num_envs, L.batch_size, reanalysis, reanalysis * agent.cfg.updates_per_iteration})
+    return sorted({agent.envs_per_state, L.batch_size, reanalysis, reanalysis * agent.cfg.updates_per_iteration})
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -118,7 +118,8 @@ def summary_markdown(suite: Suite) -> str:
         lines.append("")
     loops = [v for k, v in suite.results.items() if k.startswith("loop/")]
     if loops:
-        lines += ["| preset (env) | envs | batch | sims | compile (s) | env steps/s | updates/s | model TFLOP/s | % of f32 peak | projected 100k run (h) |",
+        lines += ["| preset (env) | envs | batch | sims | compile (s) | env steps/s | updates/s | model TFLOP/s "
+                  "| % of f32 peak | projected 100k run (h) |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in loops:
             frac = f"{100 * r['achieved_tflops'] / peak32:.2g}" if peak32 and "achieved_tflops" in r else "-"
@@ -139,7 +140,8 @@ def summary_markdown(suite: Suite) -> str:
                   "|---|" + "---:|" * sum("flops" in r for r in loops)]
         for key in ("reanalysis_encode_per_update", "reanalysis_search_per_update", "gradient_per_update", "update",
                     "act_per_iteration"):
-            lines.append(f"| {key} | " + " | ".join(f"{r['flops'][key] / 1e9:,.2f}" for r in loops if "flops" in r) + " |")
+            cells = [f"{r['flops'][key] / 1e9:,.2f}" for r in loops if "flops" in r]
+            lines.append(f"| {key} | " + " | ".join(cells) + " |")
         lines.append("")
     if "seeds" in suite.results:
         lines += markdown_table(suite.results["seeds"], [

@@ -22,7 +22,6 @@ data). Incompatible or unreadable checkpoints raise `CheckpointError` with what 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
@@ -31,48 +30,12 @@ from typing import Any
 import jax
 import numpy as np
 
-# Config fields that do not change the state's shapes or the run's identity: a resumed run may
-# change them (e.g. extend --total-env-steps, evaluate more often).
-RESUMABLE_CHANGES = frozenset({
-    "total_env_steps", "offline_updates", "run_dir", "eval_interval", "eval_episodes", "quiet", "checkpoint_interval",
-    "keep_checkpoints", "resume", "resume_step", "tensorboard", "wandb", "wandb_project", "log_interval",
-})
-
-
 # orbax reports routine facts (read-only managers, ...) as absl warnings; errors still show.
 logging.getLogger("absl").setLevel(logging.ERROR)
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message says why and what to do."""
-
-
-def flatten_config(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in cfg.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and key != "env_options":
-            out.update(flatten_config(value, name + "."))
-        else:
-            out[name] = value
-    return out
-
-
-def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Fields that differ between two plain config dicts and that a resumed run may not change."""
-    a, b = flatten_config(saved), flatten_config(current)
-    diffs = []
-    for name in sorted(set(a) | set(b)):
-        if name.split(".")[0] in RESUMABLE_CHANGES:
-            continue
-        va, vb = a.get(name, "<absent>"), b.get(name, "<absent>")
-        if isinstance(va, list):
-            va = tuple(va)
-        if isinstance(vb, list):
-            vb = tuple(vb)
-        if va != vb:
-            diffs.append(f"{name}: checkpoint {va!r}, now {vb!r}")
-    return diffs
 
 
 def _manager(directory: str, keep: int | None, read_only: bool = False):
@@ -125,7 +88,8 @@ def available_steps(run_dir: str) -> list[int]:
         return []
     return sorted(
         int(name) for name in os.listdir(directory)
-        if name.isdigit() and all(os.path.isdir(os.path.join(directory, name, item)) for item in ("state", "model", "meta"))
+        if name.isdigit()
+        and all(os.path.isdir(os.path.join(directory, name, item)) for item in ("state", "model", "meta"))
     )
 
 
@@ -278,10 +242,12 @@ def restore_state(run_dir: str, step: int, abstract_state: Any) -> Any:
     saved_shapes = _saved_shapes(manager, step)
     if saved_shapes is not None:
         wanted = _shape_signature(abstract_state)
-        diffs = [f"{k}: checkpoint {saved_shapes.get(k)}, now {v}" for k, v in wanted.items() if saved_shapes.get(k) != v]
+        diffs = [f"{k}: checkpoint {saved_shapes.get(k)}, now {v}" for k, v in wanted.items()
+                 if saved_shapes.get(k) != v]
         diffs += [f"{k}: checkpoint {v}, absent now" for k, v in saved_shapes.items() if k not in wanted]
         if diffs:
-            raise CheckpointError(f"checkpoint {where!r} does not fit this program's state:\n  " + "\n  ".join(diffs[:12]))
+            raise CheckpointError(f"checkpoint {where!r} does not fit this program's state:\n  "
+                                  + "\n  ".join(diffs[:12]))
     try:
         restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
     except Exception as e:  # orbax/tensorstore raise many types for truncated or missing files
@@ -305,8 +271,9 @@ def restore_model(run_dir: str, step: int) -> dict[str, Any]:
     try:
         restored = manager.restore(step, args=ocp.args.Composite(model=ocp.args.StandardRestore()))
     except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for damaged files
+        first_line = str(e).splitlines()[0][:300]
         raise CheckpointError(f"the networks of checkpoint {where!r} could not be read ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:300]}); complete checkpoints: {available_steps(run_dir)}.") from e
+                              f"{first_line}); complete checkpoints: {available_steps(run_dir)}.") from e
     finally:
         manager.close()
     return jax.tree.map(np.asarray, restored["model"])
@@ -342,17 +309,14 @@ def _saved_shapes(manager, step: int) -> dict[str, str] | None:
         return None
     tree = getattr(meta, "tree", meta)
     try:
-        leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))[0]
+        is_array = lambda x: hasattr(x, "shape") and hasattr(x, "dtype")  # noqa: E731
+        leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_array)[0]
         return {_path_name(path): f"{tuple(x.shape)} {np.dtype(x.dtype).name}" for path, x in leaves}
     except Exception:  # noqa: BLE001
         return None
 
 
 def abstract(tree: Any) -> Any:
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=getattr(x, "sharding", None)), tree)
-
-
-def plain_config(cfg: Any) -> dict[str, Any]:
-    from ezv.logger import _plain
-
-    return _plain(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=getattr(x, "sharding", None)), tree
+    )

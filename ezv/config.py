@@ -12,10 +12,16 @@ float hyper-parameters are plain Python numbers baked in as constants.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import math
-from typing import Literal
+import os
+import sys
+import types
+import typing
+from typing import Any, Literal
 
-from ezv.supports import Support, h
+from ezv.supports import Support
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,37 +148,47 @@ class LearnerConfig:
     entropy_samples: int = 1024  # reparameterised samples per position for Ĥ
 
 
+def run_setting(default: Any) -> Any:
+    """A field of how the run is driven (its length, logging, evaluation, checkpoints), not of what
+    it learns or of the state's shapes: a resumed run may change it (`resume_differences`)."""
+    return dataclasses.field(default=default, metadata={"run_setting": True})
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """One training run. `python -m ezv.train --help` lists every flag with the preset's values."""
 
     env_id: str = "CartPole-v1"
     seed: int = 0
-    total_env_steps: int = 100_000
-    run_dir: str | None = None  # default: runs/{env}-s{seed}-{time}
-    preset: Literal["auto", "atari", "classic", "minatar", "dmc_state", "control"] = "auto"
+    total_env_steps: int = run_setting(100_000)
+    run_dir: str | None = run_setting(None)  # default: runs/{env}-s{seed}-{time}
+    # auto (from the env's domain), atari, classic, minatar, dmc_state, control (configs/NAME.yaml), or
+    # the path of a preset file or of a run's config.yaml.
+    preset: str = "auto"
     num_envs: int = 4
     replay_ratio: float = 1.0  # learner updates per env step
     learning_starts: int = 2_000  # env steps collected before the first update
-    offline_updates: int = 0  # learner updates after the last env step
-    log_interval: int = 1_000  # env steps per compiled chunk (one metrics.jsonl line each)
-    eval_interval: int = 10_000  # env steps between evaluations (a multiple of log_interval)
-    eval_episodes: int = 10
+    offline_updates: int = run_setting(0)  # learner updates after the last env step
+    # Env steps per compiled chunk: one metrics.jsonl line per seed each, and the unit of --eval-interval
+    # and --checkpoint-interval (the host sees the run only between chunks).
+    log_interval: int = run_setting(1_000)
+    eval_interval: int = run_setting(10_000)  # env steps between evaluations (a multiple of log_interval)
+    eval_episodes: int = run_setting(10)
     env_options: dict[str, int | float | bool | str] = dataclasses.field(default_factory=dict)
-    quiet: bool = False  # no progress bar (logs still go to metrics.jsonl and stdout lines)
+    quiet: bool = run_setting(False)  # no progress bar (logs still go to metrics.jsonl and stdout lines)
     # Checkpoints in RUN_DIR/checkpoints every this many env steps, and every as many updates in the
     # offline phase (None: every --eval-interval; 0: only at the end).
-    checkpoint_interval: int | None = None
-    keep_checkpoints: int = 2  # how many of the newest checkpoints to keep
+    checkpoint_interval: int | None = run_setting(None)
+    keep_checkpoints: int = run_setting(2)  # how many of the newest checkpoints to keep
     # Continue the run in this directory from its newest checkpoint. Its config.yaml is the base
     # config; flags given with --resume may change what does not change the state's shapes.
-    resume: str | None = None
-    resume_step: int | None = None  # with --resume: continue from this checkpoint instead of the newest
+    resume: str | None = run_setting(None)
+    resume_step: int | None = run_setting(None)  # with --resume: continue from this checkpoint instead of the newest
     num_seeds: int = 1  # train seeds seed, seed+1, ... as independent runs in one compiled program (vmap)
     devices: int = 1  # data-parallel over this many local devices (envs and learner batch split)
-    tensorboard: bool = True  # TensorBoard event files in RUN_DIR/tensorboard
-    wandb: bool = False  # also log to Weights & Biases (needs `pip install wandb`)
-    wandb_project: str = "ezv"  # the W&B project of --wandb
+    tensorboard: bool = run_setting(True)  # TensorBoard event files in RUN_DIR/tensorboard
+    wandb: bool = run_setting(False)  # also log to Weights & Biases (needs `pip install wandb`)
+    wandb_project: str = run_setting("ezv")  # the W&B project of --wandb
     network: NetworkConfig = NetworkConfig()
     search: SearchConfig = SearchConfig()
     replay: ReplayConfig = ReplayConfig()
@@ -183,10 +199,6 @@ class Config:
     @property
     def iterations_per_chunk(self) -> int:
         return self.log_interval // self.num_envs
-
-    @property
-    def num_chunks(self) -> int:
-        return math.ceil(self.total_env_steps / self.log_interval)
 
     @property
     def checkpoint_every(self) -> int:
@@ -212,178 +224,262 @@ class Config:
 
 
 # ---------------------------------------------------------------------------------------
-# Presets
+# Plain form (config.yaml, agent files, preset files)
 
 
-def atari_preset() -> Config:
-    """EZ-V2 Atari 100k (reference §7)."""
-    return Config(
-        preset="atari",
-        total_env_steps=100_000,
-        num_envs=4,
-        replay_ratio=1.0,
-        learning_starts=2_000,
-        offline_updates=20_000,
-        log_interval=1_000,
-        eval_interval=10_000,
-        eval_episodes=10,
-    )
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message says what to change."""
 
 
-def classic_preset() -> Config:
-    """Small vector-observation tasks (CartPole, Acrobot, ...), tuned to learn in minutes on a 2-core CPU."""
-    return Config(
-        preset="classic",
-        total_env_steps=20_000,
-        num_envs=8,
-        replay_ratio=0.5,
-        learning_starts=500,
-        log_interval=1_000,
-        eval_interval=2_000,
-        eval_episodes=8,
-        network=NetworkConfig(
-            architecture="mlp",
-            latent_dim=64,
-            mlp_hidden=128,
-            mlp_blocks=1,
-            mlp_head_hidden=(64,),
-            action_embedding=32,
-            value_prefix=False,
-            value_bins=51,
-            value_h_max=float(h(300.0)),
-            reward_bins=51,
-            reward_h_max=float(h(2.0)),
-            projection_hidden=128,
-            projection_dim=64,
-            predictor_hidden=128,
-        ),
-        # 8 simulations instead of the reference's 4 for two actions: on CartPole (3 seeds, 10k
-        # env steps) every seed passed a greedy return of 400 by 6k env steps, against 8k-10k with 4.
-        # mctx's per-node Q normalisation: these small presets were tuned with it, and it measured
-        # slightly ahead of the reference's per-tree rule on CartPole, Breakout-MinAtar and
-        # CartpoleBalance (benchmarks/RESULTS.md, 2026-12-03). The reference presets use the tree rule.
-        search=SearchConfig(num_simulations=8, q_normalisation="node"),
-        replay=ReplayConfig(capacity=20_000),
-        learner=LearnerConfig(
-            batch_size=128,
-            discount=0.99,
-            optimizer="adam",
-            learning_rate=3e-3,
-            weight_decay=0.0,
-            lr_decay_updates=10**9,
-            consistency_coef=2.0,
-            target_update_interval=100,
-            mixed_start_updates=1_500,
-            mixed_recent_env_steps=2_000,
-        ),
-    )
+def to_plain(value: Any) -> Any:
+    """A config (or any value in one) as YAML/JSON-able data: dataclasses as dicts, tuples as lists."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)  # dtypes, classes: their names
 
 
-def minatar_preset() -> Config:
-    """MinAtar (10x10xC binary images, flattened into the MLP family)."""
-    base = classic_preset()
-    return dataclasses.replace(
-        base,
-        preset="minatar",
-        total_env_steps=100_000,
-        learning_starts=2_000,
-        eval_interval=10_000,
-        log_interval=2_000,
-        network=dataclasses.replace(
-            base.network, latent_dim=128, mlp_hidden=256, mlp_blocks=2, mlp_head_hidden=(128,), action_embedding=64,
-            projection_hidden=256, projection_dim=128, predictor_hidden=256, value_h_max=float(h(100.0)),
-        ),
-        replay=ReplayConfig(capacity=100_000),
-        learner=dataclasses.replace(base.learner, mixed_start_updates=5_000, mixed_recent_env_steps=5_000),
-    )
+def _check_value(hint: Any, value: Any, where: str) -> Any:
+    """`value` as the field's type `hint` expects (ints accepted for floats), or a ConfigError that
+    says what the field takes."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where} must be one of {', '.join(map(repr, args))} (got {value!r}).")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_value(inner[0], value, where) if len(inner) == 1 else value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list (got {value!r}).")
+        return tuple(_check_value(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping (got {value!r}).")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be a boolean (true/false) (got {value!r}).")
+        return value
+    if hint is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{where} must be an integer (got {value!r}).")
+        return value
+    if hint is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where} must be a number (got {value!r}).")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string (got {value!r}).")
+        return value
+    return value
 
 
-def dmc_state_preset() -> Config:
-    """EZ-V2 DMC from proprioceptive state (reference §2.3, §7): 100k agent steps + 20k offline updates."""
-    return Config(
-        preset="dmc_state",
-        total_env_steps=100_000,
-        num_envs=4,
-        replay_ratio=1.0,
-        learning_starts=2_000,
-        offline_updates=20_000,
-        log_interval=1_000,
-        eval_interval=5_000,
-        eval_episodes=10,
-        network=NetworkConfig(
-            architecture="mlp",
-            latent_dim=128,
-            mlp_hidden=256,
-            mlp_blocks=2,
-            mlp_head_hidden=(256, 256),
-            action_embedding=64,
-            value_prefix=False,
-            value_bins=51,
-            value_h_max=float(h(299.0)),
-            reward_bins=51,
-            reward_h_max=float(h(2.0)),
-            projection_hidden=512,
-            projection_dim=128,
-            predictor_hidden=512,
-            value_min=0.0,
-        ),
-        search=SearchConfig(num_simulations=32, gumbel_scale=0.0),  # no Gumbel noise in DMC (§3.3)
-        replay=ReplayConfig(capacity=100_000),
-        learner=LearnerConfig(
-            batch_size=256,
-            discount=0.997**2,  # per agent step, action repeat 2
-            optimizer="adam",
-            learning_rate=3e-4,
-            weight_decay=2e-5,
-            lr_decay_updates=300_000,
-            consistency_coef=2.0,
-            entropy_coef=5e-2,
-            mixed_start_updates=40_000,
-            mixed_recent_env_steps=20_000,
-            augment=False,
-        ),
-    )
+def from_plain(data: dict[str, Any], template: Any = None, *, strict: bool = False, where: str = "") -> Any:
+    """A config dataclass from its plain form, on top of `template` (default `Config()`).
+
+    Not strict (a run's saved config): keys this version does not know are ignored and fields
+    added since keep the template's value. Strict (preset files, `--preset PATH`): an unknown key,
+    a value of the wrong type or a choice the field does not offer is a `ConfigError` that names it
+    (checked against the schema's type hints)."""
+    template = Config() if template is None else template
+    fields = {f.name: f for f in dataclasses.fields(template)}
+    unknown = [k for k in data if k not in fields]
+    if strict and unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hints.append(f"{where}{key}" + (f" (did you mean {where}{close[0]}?)" if close else ""))
+        raise ConfigError(f"unknown config key(s): {', '.join(hints)}.")
+    hints = typing.get_type_hints(type(template)) if strict else {}
+    values = {}
+    for name, value in data.items():
+        if name not in fields:
+            continue
+        default = getattr(template, name)
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}{name} must be a mapping of its fields (got {value!r}).")
+            value = from_plain(value, default, strict=strict, where=f"{where}{name}.")
+        elif strict:
+            value = _check_value(hints[name], value, f"{where}{name}")
+        elif isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        values[name] = value
+    return dataclasses.replace(template, **values)
 
 
-def control_preset() -> Config:
-    """Small continuous-control tasks on a CPU (Playground CartpoleBalance, gymnax Pendulum, ...):
-    the dmc_state recipe with a smaller network, fewer candidates and simulations, and wider
-    supports (Pendulum's rewards reach -16 per step)."""
-    base = dmc_state_preset()
-    return dataclasses.replace(
-        base,
-        preset="control",
-        total_env_steps=20_000,
-        num_envs=8,
-        replay_ratio=0.5,
-        learning_starts=1_000,
-        offline_updates=0,
-        log_interval=1_000,
-        eval_interval=2_000,
-        eval_episodes=8,
-        network=dataclasses.replace(
-            base.network, latent_dim=64, mlp_hidden=128, mlp_blocks=1, mlp_head_hidden=(64,), action_embedding=32,
-            value_bins=101, value_h_max=float(h(2000.0)), reward_h_max=float(h(20.0)),
-            projection_hidden=128, projection_dim=64, predictor_hidden=128, value_min=None,
-        ),
-        search=dataclasses.replace(
-            base.search, num_simulations=16, num_sampled_actions=8, policy_sampled_actions=2, q_normalisation="node"
-        ),
-        replay=ReplayConfig(capacity=20_000),
-        learner=dataclasses.replace(
-            base.learner, batch_size=128, discount=0.99, learning_rate=1e-3, weight_decay=0.0,
-            entropy_samples=64, target_update_interval=100, mixed_start_updates=1_500, mixed_recent_env_steps=2_000,
-        ),
-    )
+def _flatten(plain: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in plain.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and key != "env_options":
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = tuple(value) if isinstance(value, list) else value
+    return out
 
 
-PRESETS = {
-    "atari": atari_preset,
-    "classic": classic_preset,
-    "minatar": minatar_preset,
-    "dmc_state": dmc_state_preset,
-    "control": control_preset,
-}
+RUN_SETTINGS = frozenset(f.name for f in dataclasses.fields(Config) if f.metadata.get("run_setting"))
+
+
+def resume_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """What differs between a checkpoint's config and the current one (plain forms), other than the
+    run settings (`run_setting` fields) a resumed run may change: one line per field."""
+    a, b = _flatten(saved), _flatten(current)
+    diffs = []
+    for name in sorted(set(a) | set(b)):
+        if name.split(".")[0] in RUN_SETTINGS:
+            continue
+        va, vb = a.get(name, "<absent>"), b.get(name, "<absent>")
+        if va != vb:
+            diffs.append(f"{name}: checkpoint {va!r}, now {vb!r}")
+    return diffs
+
+
+# ---------------------------------------------------------------------------------------
+# Presets: one YAML file each in the top-level `configs/` folder (shipped in the package as
+# `ezv/configs`), holding only what differs from `Config()`'s defaults.
+
+
+def presets_dir() -> str:
+    """The folder of the preset files: the installed package's copy, or the source checkout's `configs/`
+    (an editable install or a checkout on the path)."""
+    installed = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+    if os.path.isdir(installed):
+        return installed
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+PRESET_NAMES = ("atari", "classic", "minatar", "dmc_state", "control")
+
+
+def load_config_file(path: str) -> Config:
+    """A config file (a preset, or a run's config.yaml) read strictly on top of `Config()`'s defaults."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path!r}: {e}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path!r} is not valid YAML: {e}") from e
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        raise ConfigError(f"{path!r} has no `config:` mapping (the format of a preset file or a run's config.yaml).")
+    plain = data["config"]
+    if "env_spec" in data or "derived" in data:  # a run's config.yaml, maybe written by an older ezv
+        plain = with_pre_field_values(plain)
+    try:
+        return from_plain(plain, strict=True)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _named_preset(name: str) -> Config:
+    return load_config_file(os.path.join(presets_dir(), f"{name}.yaml"))
+
+
+def load_preset(name_or_path: str) -> Config:
+    """A preset by name (`configs/NAME.yaml`) or a config file's path."""
+    if name_or_path in PRESET_NAMES:
+        return _named_preset(name_or_path)
+    if os.path.isfile(name_or_path):
+        return load_config_file(name_or_path)
+    raise ConfigError(f"unknown --preset {name_or_path!r}: use one of auto, {', '.join(PRESET_NAMES)}, or the path "
+                      "of a preset file or of a run's config.yaml.")
+
+
+# ---------------------------------------------------------------------------------------
+# A run's saved config (config.yaml, resume, agent files)
+
+
+def write_run_config(path: str, cfg: Any, extra: dict[str, Any], keep_previous: bool = False) -> None:
+    """Write a run's config.yaml (the config under `config:`, `extra` beside it) atomically;
+    `keep_previous` (a resumed run) first keeps the old one as config.<n>.yaml when the new one differs."""
+    import yaml
+
+    from ezv.files import write_atomic
+
+    target = os.path.join(path, "config.yaml")
+    text = yaml.safe_dump({"config": to_plain(cfg), **to_plain(extra)}, sort_keys=False)
+    if keep_previous and os.path.exists(target):
+        with open(target) as f:
+            old = f.read()
+        if old == text:
+            return
+        n = 1
+        while os.path.exists(os.path.join(path, f"config.{n}.yaml")):
+            n += 1
+        with open(os.path.join(path, f"config.{n}.yaml"), "w") as f:
+            f.write(old)
+    write_atomic(target, text)
+
+
+def config_from_plain(data: dict[str, Any]) -> Config:
+    """A run's config from its plain form: its preset's values, overridden by every saved field.
+    A field a config was saved without takes the value that ezv used before the field existed."""
+    base = load_preset(data["preset"]) if data.get("preset") in PRESET_NAMES else Config()
+    preset = dataclasses.replace(base, env_id=data["env_id"])
+    return from_plain(with_pre_field_values(data), preset)
+
+
+def with_pre_field_values(data: dict[str, Any]) -> dict[str, Any]:
+    """A saved config (complete when written) with the values ezv used before a field existed, for
+    the fields it was saved without."""
+    search = data.get("search")
+    if isinstance(search, dict) and "q_normalisation" not in search:
+        data = {**data, "search": {**search, "q_normalisation": "node"}}  # mctx's rule until 2026-12
+    return data
+
+
+def load_run_config(run_dir: str) -> Config:
+    import yaml
+
+    if not os.path.isdir(run_dir):
+        raise ConfigError(f"--resume {run_dir!r}: no such directory.")
+    path = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(path):
+        raise ConfigError(f"--resume {run_dir!r}: it has no config.yaml, so it is not an ezv run directory.")
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)["config"]
+        cfg = config_from_plain(data)
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as e:
+        raise ConfigError(f"--resume {run_dir!r}: config.yaml cannot be read ({type(e).__name__}: {e}).") from e
+    check_env_protocol_unchanged(run_dir, data, cfg)
+    return cfg
+
+
+def check_env_protocol_unchanged(run_dir: str, data: dict[str, Any], cfg: Config) -> None:
+    """Runs started before 2026-12-03 (their config has no `search.q_normalisation`) stepped envpool
+    DMC by physics sub-steps and ended Atari training games at 3000 agent steps."""
+    from ezv.envs import backend_of
+
+    if "q_normalisation" in (data.get("search") or {}) or not backend_of(cfg.env_id).startswith("envpool"):
+        return
+    if backend_of(cfg.env_id) == "envpool-dmc":
+        raise ConfigError(
+            f"--resume {run_dir!r}: this {cfg.env_id} run was started before ezv repeated whole DMC control "
+            "steps (it stepped physics sub-steps, with rewards on a 0-500 scale); continuing it would change "
+            "the task under the agent. Start a new run."
+        )
+    print(f"note: {run_dir} was started when Atari training games ended at 3000 agent steps; it continues "
+          "with games of up to 100,000 agent steps (the reference's protocol).", file=sys.stderr)
+
+
 DOMAIN_PRESETS = {"atari": "atari", "classic": "classic", "minatar": "minatar", "bsuite": "classic", "misc": "classic",
                   "dmc": "dmc_state", "brax": "control"}
 
@@ -391,25 +487,33 @@ DOMAIN_PRESETS = {"atari": "atari", "classic": "classic", "minatar": "minatar", 
 def preset_name_for(domain: str, continuous: bool = False) -> str:
     """The preset `--preset auto` picks: by domain, and `control` for a continuous classic task."""
     if domain not in DOMAIN_PRESETS:
-        raise ValueError(f"no preset for the {domain!r} domain (presets: {', '.join(PRESETS)}).")
+        raise ValueError(f"no preset for the {domain!r} domain (presets: {', '.join(PRESET_NAMES)}).")
     name = DOMAIN_PRESETS[domain]
     return "control" if continuous and name == "classic" else name
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message says what to change."""
+def validate(cfg: Config, spec: Any, local_devices: int | None = None) -> None:
+    """Everything that would stop a run, checked once before anything compiles (`Program` calls it
+    after building the envs, whose spec it needs); one line per problem, saying what to change."""
+    errors = [*_loop_errors(cfg), *_learner_errors(cfg), *_search_errors(cfg, spec),
+              *_layout_errors(cfg, spec.backend, local_devices), *_run_errors(cfg)]
+    if errors:
+        raise ConfigError("\n".join(errors))
 
 
-def validate(cfg: Config, num_actions: int | None = None, continuous: bool = False) -> None:
-    """Fail before compiling, with one line saying what to change."""
+def _loop_errors(cfg: Config) -> list[str]:
     errors = []
-    L = cfg.learner
     if cfg.num_envs < 1:
         errors.append(f"--num-envs must be >= 1 (got {cfg.num_envs}).")
+    if cfg.log_interval < 1:
+        errors.append(f"--log-interval must be >= 1 (got {cfg.log_interval}).")
+    if cfg.num_envs < 1 or cfg.log_interval < 1:
+        return errors  # the checks below divide by them
     if cfg.log_interval % cfg.num_envs:
         errors.append(f"--log-interval ({cfg.log_interval}) must be a multiple of --num-envs ({cfg.num_envs}).")
     if cfg.eval_interval % cfg.log_interval:
-        errors.append(f"--eval-interval ({cfg.eval_interval}) must be a multiple of --log-interval ({cfg.log_interval}).")
+        errors.append(f"--eval-interval ({cfg.eval_interval}) must be a multiple of --log-interval "
+                      f"({cfg.log_interval}).")
     if cfg.total_env_steps % cfg.log_interval:
         errors.append(
             f"--total-env-steps ({cfg.total_env_steps}) must be a multiple of --log-interval ({cfg.log_interval})."
@@ -429,8 +533,15 @@ def validate(cfg: Config, num_actions: int | None = None, continuous: bool = Fal
         errors.append(
             f"--learning-starts ({cfg.learning_starts}) must be below --total-env-steps ({cfg.total_env_steps})."
         )
-    rows_per_env = cfg.replay.capacity // cfg.num_envs
-    window = L.unroll_steps + L.td_steps + 1
+    if cfg.eval_episodes < 1:
+        errors.append("--eval-episodes must be >= 1.")
+    return errors
+
+
+def _learner_errors(cfg: Config) -> list[str]:
+    errors, learner = [], cfg.learner
+    rows_per_env = cfg.replay.capacity // cfg.num_envs if cfg.num_envs > 0 else 0
+    window = learner.unroll_steps + learner.td_steps + 1
     if cfg.learning_starts < window * cfg.num_envs:
         errors.append(
             f"--learning-starts ({cfg.learning_starts}) must be at least (unroll + td + 1) x num_envs = "
@@ -441,31 +552,73 @@ def validate(cfg: Config, num_actions: int | None = None, continuous: bool = Fal
             f"--replay.capacity ({cfg.replay.capacity}) holds {rows_per_env} rows per env; it needs at least "
             f"{2 * window} (two windows of unroll + td + 1) per env."
         )
-    if L.batch_size < 1:
+    if learner.batch_size < 1:
         errors.append("--learner.batch-size must be >= 1.")
-    if L.unroll_steps < 1 or L.td_steps < 1:
+    if learner.unroll_steps < 1 or learner.td_steps < 1:
         errors.append("--learner.unroll-steps and --learner.td-steps must be >= 1.")
-    if not 0.0 < L.discount <= 1.0:
-        errors.append(f"--learner.discount must be in (0, 1] (got {L.discount}).")
-    if cfg.eval_episodes < 1:
-        errors.append("--eval-episodes must be >= 1.")
-    if num_actions is not None and cfg.search.max_considered_actions is not None and cfg.search.max_considered_actions < 1:
-        errors.append("--search.max-considered-actions must be >= 1.")
-    S = cfg.search
-    if continuous:
-        if cfg.network.architecture == "conv":
-            errors.append("--network.architecture conv takes discrete actions only; use mlp for continuous control.")
-        if not 1 <= S.policy_sampled_actions <= S.num_sampled_actions:
-            errors.append(
-                f"--search.policy-sampled-actions ({S.policy_sampled_actions}) must be in 1..--search.num-sampled-actions"
-                f" ({S.num_sampled_actions})."
-            )
-        if not 1 <= S.interior_children <= S.num_sampled_actions:
-            errors.append(
-                f"--search.interior-children ({S.interior_children}) must be in 1..--search.num-sampled-actions "
-                f"({S.num_sampled_actions})."
-            )
-        if L.entropy_coef and L.entropy_samples < 1:
-            errors.append("--learner.entropy-samples must be >= 1 when --learner.entropy-coef is set.")
-    if errors:
-        raise ConfigError("\n".join(errors))
+    if not 0.0 < learner.discount <= 1.0:
+        errors.append(f"--learner.discount must be in (0, 1] (got {learner.discount}).")
+    return errors
+
+
+def _search_errors(cfg: Config, spec: Any) -> list[str]:
+    errors, search, learner = [], cfg.search, cfg.learner
+    if spec.discrete:
+        if search.max_considered_actions is not None and search.max_considered_actions < 1:
+            errors.append("--search.max-considered-actions must be >= 1.")
+        return errors
+    if cfg.network.architecture == "conv":
+        errors.append("--network.architecture conv takes discrete actions only; use mlp for continuous control.")
+    if not 1 <= search.policy_sampled_actions <= search.num_sampled_actions:
+        errors.append(f"--search.policy-sampled-actions ({search.policy_sampled_actions}) must be in "
+                      f"1..--search.num-sampled-actions ({search.num_sampled_actions}).")
+    if not 1 <= search.interior_children <= search.num_sampled_actions:
+        errors.append(f"--search.interior-children ({search.interior_children}) must be in "
+                      f"1..--search.num-sampled-actions ({search.num_sampled_actions}).")
+    if learner.entropy_coef and learner.entropy_samples < 1:
+        errors.append("--learner.entropy-samples must be >= 1 when --learner.entropy-coef is set.")
+    return errors
+
+
+def _layout_errors(cfg: Config, backend: str, local_devices: int | None) -> list[str]:
+    """Seed and device settings this backend and machine can run."""
+    errors = []
+    if cfg.num_seeds < 1:
+        errors.append(f"--num-seeds must be >= 1 (got {cfg.num_seeds}).")
+    if cfg.devices < 1:
+        errors.append(f"--devices must be >= 1 (got {cfg.devices}).")
+    elif cfg.devices > 1:
+        import jax
+
+        available = jax.local_device_count() if local_devices is None else local_devices
+        if cfg.devices > available:
+            errors.append(f"--devices {cfg.devices} but this machine has {available} local "
+                          f"{jax.default_backend()} device(s); use --devices {available} or fewer.")
+        if backend.startswith("envpool"):
+            errors.append("--devices > 1 needs a pure-JAX env (gymnax, dmc/..., brax/...): envpool's envs live in one "
+                          "host process and cannot be split across devices. Use --devices 1.")
+        if cfg.num_envs % cfg.devices:
+            errors.append(f"--num-envs ({cfg.num_envs}) must be divisible by --devices ({cfg.devices}).")
+        if cfg.learner.batch_size % cfg.devices:
+            errors.append(f"--learner.batch-size ({cfg.learner.batch_size}) must be divisible by --devices "
+                          f"({cfg.devices}).")
+    return errors
+
+
+def _run_errors(cfg: Config) -> list[str]:
+    """Checkpointing, resuming and logging settings."""
+    errors = []
+    every = cfg.checkpoint_every
+    if every < 0 or (every and cfg.log_interval > 0 and every % cfg.log_interval):
+        errors.append(f"--checkpoint-interval ({every}) must be 0 (only at the end) or a positive multiple of "
+                      f"--log-interval ({cfg.log_interval}).")
+    if cfg.keep_checkpoints < 1:
+        errors.append(f"--keep-checkpoints must be >= 1 (got {cfg.keep_checkpoints}).")
+    if cfg.resume_step is not None and not cfg.resume:
+        errors.append("--resume-step needs --resume RUN_DIR.")
+    if cfg.wandb:
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            errors.append("--wandb needs the wandb package: pip install wandb (or drop --wandb).")
+    return errors

@@ -17,14 +17,10 @@ import sys
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ezv import scores
-
-
-class VideoError(ValueError):
-    """The env cannot be recorded."""
+from ezv.render import VideoError, frame_of
 
 
 def load_source(path: str) -> tuple[Any, Any, list[dict[str, Any]], dict[str, Any], list[int]]:
@@ -40,110 +36,33 @@ def load_source(path: str) -> tuple[Any, Any, list[dict[str, Any]], dict[str, An
     return cfg, spec, variables, {**meta, "source": path}, seeds
 
 
-def evaluate(cfg: Any, variables: list[dict[str, Any]], episodes: int, seed: int) -> list[dict[str, np.ndarray]]:
+def evaluate_variables(
+    cfg: Any, variables: list[dict[str, Any]], episodes: int, seed: int
+) -> list[dict[str, np.ndarray]]:
     """One batch of `episodes` evaluation episodes per set of variables."""
     import ezv.envs as envs
     from ezv.agent import Agent
 
     env = envs.make(cfg.env_id, episodes, seed, evaluation=True, **cfg.env_options)
-    agent = Agent(cfg, env, env)
+    evaluate_episodes = jax.jit(Agent(cfg, env, env).evaluate_episodes)
     results = []
     for i, v in enumerate(variables):
         key = jax.random.fold_in(jax.random.PRNGKey(seed), i)
-        results.append(jax.device_get(agent.evaluate(v["params"], v["batch_stats"], key)))
+        results.append(jax.device_get(evaluate_episodes(v["params"], v["batch_stats"], key)))
     return results
 
 
 def summarize(env_id: str, result: dict[str, np.ndarray]) -> dict[str, Any]:
-    finished = np.asarray(result["finished"])
-    returns = np.asarray(result["returns"], dtype=float)[finished]
-    row: dict[str, Any] = {"episodes": int(finished.sum()), "unfinished": int((~finished).sum())}
-    if returns.size:
-        row.update(return_mean=float(returns.mean()), return_std=float(returns.std()),
-                   length_mean=float(np.asarray(result["lengths"])[finished].mean()), returns=returns.tolist())
-        game = scores.atari_game(env_id)
-        if game is not None:
-            row["human_normalized"] = scores.human_normalized(game, float(returns.mean()))
+    from ezv.metrics import episode_summary
+
+    row = episode_summary(result, dtype=float)
+    game = scores.atari_game(env_id)
+    if "return_mean" in row and game is not None:
+        row["human_normalized"] = scores.human_normalized(game, row["return_mean"])
     return row
 
 
 # --- video -----------------------------------------------------------------------------------
-
-MINATAR_COLOURS = np.array([[230, 80, 60], [60, 160, 230], [250, 200, 40], [120, 220, 90], [200, 100, 220],
-                            [240, 140, 40], [90, 220, 210], [240, 240, 240], [160, 160, 160], [250, 120, 160]],
-                           np.float32)
-
-
-def frame_of(spec: Any, obs: np.ndarray) -> np.ndarray:
-    """An RGB uint8 picture of one observation."""
-    if spec.is_image:  # Atari: the agent's 96x96 view
-        img = obs if obs.shape[-1] == 3 else np.repeat(obs[..., :1], 3, axis=-1)
-        return np.kron(img, np.ones((4, 4, 1), np.uint8))
-    if spec.domain == "minatar":  # 10x10xC binary channels, one colour per channel
-        channels = np.asarray(obs, np.float32)
-        colours = MINATAR_COLOURS[np.arange(channels.shape[-1]) % len(MINATAR_COLOURS)]
-        img = np.clip(channels @ colours, 0, 255).astype(np.uint8)
-        return np.kron(img, np.ones((32, 32, 1), np.uint8))
-    drawer = CLASSIC_DRAWERS.get(spec.env_id.split("-v")[0])
-    if drawer is not None:  # classic control: the state is in the observation
-        return drawer(np.asarray(obs, np.float64))
-    raise VideoError(f"--video records image observations (Atari *-v5, *-MinAtar) and the classic-control tasks "
-                     f"({', '.join(sorted(CLASSIC_DRAWERS))}); {spec.env_id} ({spec.backend}) has no renderer here.")
-
-
-def _canvas(size: int = 400):
-    from PIL import Image, ImageDraw
-
-    image = Image.new("RGB", (size, size), (255, 255, 255))
-    return image, ImageDraw.Draw(image)
-
-
-def _draw_cartpole(obs: np.ndarray) -> np.ndarray:
-    x, theta = obs[0], obs[2]  # cart position (|x| < 2.4 m), pole angle from vertical
-    image, draw = _canvas()
-    scale, ground = 400 / 4.8, 300
-    cx = 200 + x * scale
-    draw.line([(0, ground), (400, ground)], fill=(0, 0, 0), width=1)
-    draw.rectangle([cx - 25, ground - 15, cx + 25, ground + 15], fill=(40, 40, 40))
-    tip = (cx + 100 * np.sin(theta), ground - 100 * np.cos(theta))
-    draw.line([(cx, ground), tip], fill=(200, 120, 60), width=8)
-    return np.asarray(image)
-
-
-def _draw_pendulum(obs: np.ndarray) -> np.ndarray:
-    cos, sin = obs[0], obs[1]  # angle from upright
-    image, draw = _canvas()
-    draw.line([(200, 200), (200 + 150 * sin, 200 - 150 * cos)], fill=(200, 60, 60), width=14)
-    draw.ellipse([192, 192, 208, 208], fill=(0, 0, 0))
-    return np.asarray(image)
-
-
-def _draw_acrobot(obs: np.ndarray) -> np.ndarray:
-    t1, t2 = np.arctan2(obs[1], obs[0]), np.arctan2(obs[3], obs[2])  # hanging down at 0
-    image, draw = _canvas()
-    p1 = (200 + 90 * np.sin(t1), 200 + 90 * np.cos(t1))
-    p2 = (p1[0] + 90 * np.sin(t1 + t2), p1[1] + 90 * np.cos(t1 + t2))
-    draw.line([(0, 110), (400, 110)], fill=(0, 0, 0), width=1)  # the goal height
-    draw.line([(200, 200), p1, p2], fill=(0, 80, 200), width=10)
-    return np.asarray(image)
-
-
-def _draw_mountain_car(obs: np.ndarray) -> np.ndarray:
-    position = obs[0]  # in [-1.2, 0.6], goal at 0.5
-
-    def to_px(p):
-        return 400 * (p + 1.2) / 1.8, 330 - 120 * np.sin(3 * p)
-
-    image, draw = _canvas()
-    draw.line([to_px(p) for p in np.linspace(-1.2, 0.6, 100)], fill=(0, 0, 0), width=2)
-    draw.line([to_px(0.5), (to_px(0.5)[0], to_px(0.5)[1] - 40)], fill=(0, 150, 0), width=3)
-    x, y = to_px(position)
-    draw.ellipse([x - 12, y - 24, x + 12, y], fill=(200, 60, 60))
-    return np.asarray(image)
-
-
-CLASSIC_DRAWERS = {"CartPole": _draw_cartpole, "Pendulum": _draw_pendulum, "Acrobot": _draw_acrobot,
-                   "MountainCar": _draw_mountain_car, "MountainCarContinuous": _draw_mountain_car}
 
 
 def check_video(spec: Any, path: str) -> None:
@@ -157,22 +76,21 @@ def record_video(cfg: Any, spec: Any, variables: dict[str, Any], path: str, seed
     import imageio.v2 as imageio
 
     import ezv.envs as envs
-    from ezv.agent import Agent, _push_frame, _stack_obs
+    from ezv.frames import init_frames, push_frame, stacked_obs
+    from ezv.model import EZModel
 
     env = envs.make(cfg.env_id, 1, seed, evaluation=True, **cfg.env_options)
     check_video(env.spec, path)
-    agent = Agent(cfg, env, env)
-    stack = env.spec.frame_stack
+    model = EZModel(cfg, env.spec)
 
     @jax.jit
     def step(variables, env_state, ts, frames, key):
-        out = agent.search(variables, key, _stack_obs(frames, stack), 0.0, evaluation=True)
-        env_state, ts = env.step(env_state, agent.env_action(out.action))
-        return env_state, ts, _push_frame(frames, ts)
+        env_state, ts = env.step(env_state, model.greedy_action(variables, stacked_obs(frames), key))
+        return env_state, ts, push_frame(frames, ts)
 
     key = jax.random.PRNGKey(seed)
     env_state, ts = env.reset(key)
-    frames = jnp.broadcast_to(ts.obs[:, None], (1, stack) + ts.obs.shape[1:])
+    frames = init_frames(ts.obs, env.spec.frame_stack)
     images = [frame_of(env.spec, np.asarray(ts.obs[0]))]
     for t in range(env.spec.max_episode_steps + 1):
         env_state, ts, frames = step(variables, env_state, ts, frames, jax.random.fold_in(key, t))
@@ -204,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         cfg, spec, variables, info, seeds = load_source(args.source)
         if args.video:  # say so now rather than after the evaluation episodes
             check_video(spec, args.video)
-        results = evaluate(cfg, variables, args.episodes, args.seed)
+        results = evaluate_variables(cfg, variables, args.episodes, args.seed)
     except (CheckpointError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -216,7 +134,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         row = summarize(cfg.env_id, result)
         report["seeds"][str(seed)] = row
         if "return_mean" in row:
-            line = f"  seed {seed}: return {row['return_mean']:.1f} ± {row['return_std']:.1f} over {row['episodes']} episodes"
+            line = (f"  seed {seed}: return {row['return_mean']:.1f} ± {row['return_std']:.1f} over {row['episodes']} "
+                    "episodes")
             line += f", mean length {row['length_mean']:.0f}"
             if "human_normalized" in row:
                 line += f", human-normalised {row['human_normalized']:.3f}"

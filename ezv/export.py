@@ -15,22 +15,25 @@ from typing import Any, Sequence
 import jax
 
 from ezv import checkpoint as ckpt
-from ezv.inference import export_name, spec_from_dict, write_agent
+from ezv.envs.core import spec_from_dict
+from ezv.inference import export_name, write_agent
 
 
 def load_checkpoint_agents(path: str) -> tuple[Any, Any, list[dict[str, Any]], dict[str, Any], list[int]]:
     """(config, env spec, variables per seed, checkpoint meta, seeds) of a run dir or checkpoint folder."""
     import yaml
 
-    from ezv.train import load_run_config
+    from ezv.config import load_run_config
 
     run_dir, step = ckpt.locate(path)
     meta = ckpt.read_meta(run_dir, step)
     cfg = load_run_config(run_dir)
     with open(os.path.join(run_dir, "config.yaml")) as f:
-        spec_data = yaml.safe_load(f).get("agent_spec")
-    if spec_data is None:
-        raise ckpt.CheckpointError(f"{run_dir}/config.yaml has no agent_spec (written by an older ezv).")
+        saved = yaml.safe_load(f)
+    # Runs written before 2026-12-03 kept the spec twice: `agent_spec` in this form, `env_spec` as a raw dump.
+    spec_data = saved.get("agent_spec") or saved.get("env_spec")
+    if not isinstance(spec_data, dict) or "kind" not in (spec_data.get("action_space") or {}):
+        raise ckpt.CheckpointError(f"{run_dir}/config.yaml has no env spec ezv can read (written by an older ezv).")
     spec = spec_from_dict(spec_data)
     model = ckpt.restore_model(run_dir, step)
     seeds = [cfg.seed + i for i in range(cfg.num_seeds)]

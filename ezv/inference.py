@@ -19,31 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ezv.envs.core import Box, Discrete, EnvSpec, VecEnv
+from ezv.envs.core import EnvSpec, spec_from_dict, spec_to_dict
 from ezv.logger import file_safe
 
 FORMAT = "ezv-agent"
 FORMAT_VERSION = 1
 SUFFIX = ".ezv"
-
-
-def spec_to_dict(spec: EnvSpec) -> dict[str, Any]:
-    space = spec.action_space
-    action = ({"kind": "discrete", "n": space.n} if isinstance(space, Discrete)
-              else {"kind": "box", "dim": space.dim, "low": list(space.low), "high": list(space.high)})
-    return {"env_id": spec.env_id, "backend": spec.backend, "domain": spec.domain, "obs_shape": list(spec.obs_shape),
-            "obs_dtype": np.dtype(spec.obs_dtype).name, "action_space": action,
-            "max_episode_steps": spec.max_episode_steps, "frame_stack": spec.frame_stack,
-            "options": json.loads(json.dumps(spec.options, default=str))}
-
-
-def spec_from_dict(data: dict[str, Any]) -> EnvSpec:
-    a = data["action_space"]
-    space = Discrete(a["n"]) if a["kind"] == "discrete" else Box(a["dim"], tuple(a["low"]), tuple(a["high"]))
-    return EnvSpec(env_id=data["env_id"], backend=data["backend"], domain=data["domain"],
-                   obs_shape=tuple(data["obs_shape"]), obs_dtype=np.dtype(data["obs_dtype"]), action_space=space,
-                   max_episode_steps=data["max_episode_steps"], frame_stack=data["frame_stack"],
-                   options=data.get("options", {}))
 
 
 def export_name(env_id: str, seed: int, env_steps: int, train_steps: int) -> str:
@@ -54,12 +35,12 @@ def write_agent(path: str, cfg: Any, spec: EnvSpec, variables: dict[str, Any], m
     """Write one agent file atomically."""
     from flax import serialization
 
-    from ezv.logger import _plain
+    from ezv.config import to_plain
 
     payload = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
-        "config": json.dumps(_plain(cfg)),
+        "config": json.dumps(to_plain(cfg)),
         "spec": json.dumps(spec_to_dict(spec)),
         "meta": json.dumps(meta),
         "params": jax.tree.map(np.asarray, variables["params"]),
@@ -95,13 +76,13 @@ class LoadedAgent:
     (no Gumbel noise; continuous actions: K samples from π) and returns actions as the env takes them."""
 
     def __init__(self, cfg: Any, spec: EnvSpec, variables: dict[str, Any], meta: dict[str, Any] | None = None):
-        from ezv.agent import Agent
+        from ezv.model import EZModel
 
         self.cfg, self.spec, self.meta = cfg, spec, meta or {}
         self.variables = jax.tree.map(jnp.asarray, {"params": variables["params"],
                                                     "batch_stats": variables.get("batch_stats", {})})
-        self._agent = Agent(cfg, VecEnv(spec=spec, num_envs=1, reset=None, step=None))
-        self._act = jax.jit(self._act_batch)
+        self.model = EZModel(cfg, spec)
+        self._act = jax.jit(self.model.greedy_action)
 
     @property
     def env_id(self) -> str:
@@ -111,11 +92,7 @@ class LoadedAgent:
     def obs_shape(self) -> tuple[int, ...]:
         """What `act` takes per env: the observation, with `frame_stack` frames stacked on the last
         axis (oldest first) for image envs."""
-        return self._agent.stacked_obs_shape
-
-    def _act_batch(self, variables, obs, key):
-        out = self._agent.search(variables, key, obs, 0.0, evaluation=True)
-        return self._agent.env_action(out.action)
+        return self.model.stacked_obs_shape
 
     def act(self, obs: Any, key: jax.Array) -> jax.Array:
         obs = jnp.asarray(obs)
@@ -131,7 +108,7 @@ class LoadedAgent:
 
 def load_agent(path: str) -> LoadedAgent:
     """The agent in an exported file (`python -m ezv.export`)."""
-    from ezv.train import config_from_plain
+    from ezv.config import config_from_plain
 
     payload = read_agent_file(path)
     cfg = config_from_plain(json.loads(payload["config"]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -10,7 +9,9 @@ import sys
 import time
 from typing import Any, Iterator
 
-import yaml
+from ezv.config import ConfigError, to_plain
+from ezv.files import write_atomic
+
 
 
 def file_safe(env_id: str) -> str:
@@ -33,47 +34,6 @@ def create_run_dir(path: str) -> str:
     return path
 
 
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        return value.item()
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)  # dtypes, classes: their names
-
-
-def write_config(path: str, cfg: Any, extra: dict[str, Any], keep_previous: bool = False) -> None:
-    """Write config.yaml atomically; `keep_previous` (a resumed run) first keeps the old one as
-    config.<n>.yaml when the new one differs."""
-    target = os.path.join(path, "config.yaml")
-    text = yaml.safe_dump({"config": _plain(cfg), **_plain(extra)}, sort_keys=False)
-    if keep_previous and os.path.exists(target):
-        with open(target) as f:
-            old = f.read()
-        if old == text:
-            return
-        n = 1
-        while os.path.exists(os.path.join(path, f"config.{n}.yaml")):
-            n += 1
-        with open(os.path.join(path, f"config.{n}.yaml"), "w") as f:
-            f.write(old)
-    _write_atomic(target, text)
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def row_progress(row: dict[str, Any]) -> int:
     """A metrics row's place on the checkpoint scale: env steps, plus offline updates after collection."""
     return int(row.get("env_steps", 0)) + int(row.get("offline_updates", 0) if row.get("offline") else 0)
@@ -87,6 +47,16 @@ def read_rows(run_dir: str) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
             except ValueError:
                 continue
+
+
+def eval_rows(run_dir: str, default_seed: int = 0) -> dict[int, list[dict[str, Any]]]:
+    """The rows of a run that carry an evaluation, per seed, in order (offline-phase rows included,
+    marked `offline`)."""
+    by_seed: dict[int, list[dict[str, Any]]] = {}
+    for row in read_rows(run_dir):
+        if row.get("eval_return_mean") is not None:
+            by_seed.setdefault(int(row.get("seed", default_seed)), []).append(row)
+    return by_seed
 
 
 def rewind_metrics(path: str, step: int) -> int:
@@ -109,7 +79,7 @@ def rewind_metrics(path: str, step: int) -> int:
         with open(os.path.join(path, "metrics.discarded.jsonl"), "a") as f:
             f.write(f'{{"discarded_on_resume_from": {step}, "time": "{time.strftime("%Y-%m-%d %H:%M:%S")}"}}\n')
             f.writelines(drop)
-        _write_atomic(target, "".join(keep))
+        write_atomic(target, "".join(keep))
     return len(drop)
 
 
@@ -176,7 +146,6 @@ def _wandb_run(path: str, cfg: Any):
     try:
         import wandb
     except ImportError as e:
-        from ezv.config import ConfigError
 
         raise ConfigError("--wandb needs the wandb package: pip install wandb (or drop --wandb).") from e
     id_file = os.path.join(path, "wandb_id")
@@ -187,7 +156,7 @@ def _wandb_run(path: str, cfg: Any):
         run_id = wandb.util.generate_id()
         with open(id_file, "w") as f:
             f.write(run_id)
-    return wandb.init(project=cfg.wandb_project, id=run_id, resume="allow", dir=path, config=_plain(cfg),
+    return wandb.init(project=cfg.wandb_project, id=run_id, resume="allow", dir=path, config=to_plain(cfg),
                       name=os.path.basename(os.path.normpath(path)))
 
 
@@ -203,7 +172,9 @@ class Progress:
         self.quiet = quiet or not sys.stdout.isatty()
         self.bar = None
         if not self.quiet:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn,
+            )
 
             self.bar = RichProgress(
                 TextColumn("[bold]env steps"),
@@ -228,7 +199,8 @@ class Progress:
         if self.bar is not None:
             self.bar.update(self.task, completed=row["env_steps"], rates=rates, returns=returns)
         else:
-            line = f"env_steps {row['env_steps']:>9,d}/{self.total:,d} updates {row['updates']:>8,d} | {rates} | {returns}"
+            line = (f"env_steps {row['env_steps']:>9,d}/{self.total:,d} updates {row['updates']:>8,d} | {rates} "
+                    f"| {returns}")
             if row.get("loss") is not None:
                 line += f" | loss {row['loss']:.3f}"
             print(line, flush=True)

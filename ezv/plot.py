@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ezv import scores
-from ezv.logger import read_rows
+from ezv.logger import eval_rows
 
 
 def read_run(run_dir: str) -> tuple[str, dict[int, list[tuple[int, float]]], dict[int, float]]:
@@ -34,17 +34,11 @@ def read_run(run_dir: str) -> tuple[str, dict[int, list[tuple[int, float]]], dic
         raise ValueError(f"{run_dir!r} is not an ezv run directory (config.yaml and metrics.jsonl are needed).")
     with open(cfg_path) as f:
         cfg = yaml.safe_load(f)["config"]
-    curves: dict[int, list[tuple[int, float]]] = defaultdict(list)
-    final: dict[int, float] = {}
-    for row in read_rows(run_dir):
-        value = row.get("eval_return_mean")
-        if value is None:
-            continue
-        seed = int(row.get("seed", cfg["seed"]))
-        if not row.get("offline"):
-            curves[seed].append((int(row["env_steps"]), float(value)))
-        final[seed] = float(value)
-    return cfg["env_id"], dict(curves), final
+    by_seed = eval_rows(run_dir, default_seed=cfg["seed"])
+    curves = {seed: [(int(r["env_steps"]), float(r["eval_return_mean"])) for r in rows if not r.get("offline")]
+              for seed, rows in by_seed.items()}
+    final = {seed: float(rows[-1]["eval_return_mean"]) for seed, rows in by_seed.items()}
+    return cfg["env_id"], {seed: curve for seed, curve in curves.items() if curve}, final
 
 
 def bootstrap_ci(values: np.ndarray, rng: np.random.Generator, reps: int = 2000) -> tuple[float, float]:
@@ -169,7 +163,8 @@ def score_table(envs: dict[str, dict[str, Any]]) -> str:
         lines += ["", f"Human-normalised aggregates over these {len(hns)} Atari game(s):", "",
                   "| | mean | median | IQM |", "|---|---:|---:|---:|",
                   f"| ezv | {ours['mean']:.3f} | {ours['median']:.3f} | {ours['iqm']:.3f} |",
-                  f"| EZ-V2 (paper), same games | {theirs['mean']:.3f} | {theirs['median']:.3f} | {theirs['iqm']:.3f} |",
+                  f"| EZ-V2 (paper), same games | {theirs['mean']:.3f} | {theirs['median']:.3f} "
+                  f"| {theirs['iqm']:.3f} |",
                   f"| EZ-V2 (paper), all 26 games | {all_games['mean']:.3f} | {all_games['median']:.3f} | "
                   f"{all_games['iqm']:.3f} |"]
     return "\n".join(lines) + "\n"

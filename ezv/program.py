@@ -1,11 +1,12 @@
-"""A run's compiled functions over its state layout: one seed, seeds vmapped, an envpool pool
-shared by the seeds, and data parallelism over local devices.
+"""The compiled program of a run: one seed's `Agent` laid out over seeds (vmapped), an envpool pool
+shared by the seeds, and local devices (data parallel). It is the one place that calls `jax.jit`
+for training; the iteration itself is written once, in `ezv.agent`.
 
-    program = Program(cfg)                         # envs, the Agent, the compiled functions
+    program = Program(cfg)                         # envs, validation, the Agent, the compiled functions
     state = program.init()                         # seeds cfg.seed, ..., cfg.seed + num_seeds - 1
     state, metrics = program.chunk(state)          # one compiled chunk (log_interval env steps)
     program.seed_metrics(metrics)                  # per seed: {name: [iterations] array}
-    program.evaluate(state, env_steps)             # per seed: {"returns", "lengths", "finished"}
+    program.evaluate_seeds(state, env_steps)       # per seed: {"returns", "lengths", "finished"}
 
 Layouts of the state pytree (every leaf gets the leading axes):
 - one seed, one device: a `TrainState`;
@@ -28,8 +29,10 @@ import numpy as np
 from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ezv.agent import Agent, TrainState
-from ezv.config import Config, ConfigError
+from ezv import agent as agent_lib
+from ezv.agent import Agent
+from ezv.config import Config, validate
+from ezv.state import TrainState
 
 AXIS = "devices"
 # Per-iteration metrics that add up over devices (the rest are averaged).
@@ -42,28 +45,34 @@ class SharedEnvState:
     env_state: Any  # the pool that steps every seed's envs
 
 
-def check_layout(cfg: Config, backend: str) -> None:
-    """Seed and device settings this backend and machine can run; one line per problem."""
-    errors = []
-    if cfg.num_seeds < 1:
-        errors.append(f"--num-seeds must be >= 1 (got {cfg.num_seeds}).")
-    if cfg.devices < 1:
-        errors.append(f"--devices must be >= 1 (got {cfg.devices}).")
-    elif cfg.devices > 1:
-        available = jax.local_device_count()
-        if cfg.devices > available:
-            errors.append(f"--devices {cfg.devices} but this machine has {available} local "
-                          f"{jax.default_backend()} device(s); use --devices {available} or fewer.")
-        if backend.startswith("envpool"):
-            errors.append("--devices > 1 needs a pure-JAX env (gymnax, dmc/..., brax/...): envpool's envs live in one "
-                          "host process and cannot be split across devices. Use --devices 1.")
-        if cfg.num_envs % cfg.devices:
-            errors.append(f"--num-envs ({cfg.num_envs}) must be divisible by --devices ({cfg.devices}).")
-        if cfg.learner.batch_size % cfg.devices:
-            errors.append(f"--learner.batch-size ({cfg.learner.batch_size}) must be divisible by --devices "
-                          f"({cfg.devices}).")
-    if errors:
-        raise ConfigError("\n".join(errors))
+def split_seeds(tree: Any, num_seeds: int) -> Any:
+    """[N * E, ...] -> [N, E, ...]: a pool's envs, seed by seed."""
+    return jax.tree.map(lambda x: x.reshape((num_seeds, x.shape[0] // num_seeds) + x.shape[1:]), tree)
+
+
+class SharedPool:
+    """The iteration's phases (`ezv.agent.Phases`) for N seeds whose envs are one envpool pool:
+    each seed's search, replay writes and learner are vmapped; the pool steps every seed's envs at once."""
+
+    def __init__(self, agent: Agent, env: Any, num_seeds: int):
+        self.cfg, self.agent, self.env, self.num_seeds = agent.cfg, agent, env, num_seeds
+
+    def decide(self, state: SharedEnvState):
+        seeds, out = jax.vmap(self.agent.decide)(state.seeds)
+        return state.replace(seeds=seeds), out
+
+    def step_envs(self, state: SharedEnvState, action: jax.Array):
+        flat = action.reshape((-1,) + action.shape[2:])
+        env_state, ts = self.env.step(state.env_state, self.agent.model.to_env(flat))
+        return env_state, split_seeds(ts, self.num_seeds)
+
+    def record(self, state: SharedEnvState, out: Any, env_state: Any, ts: Any):
+        seeds, metrics = jax.vmap(self.agent.record)(state.seeds, out, state.seeds.env_state, ts)
+        return SharedEnvState(seeds=seeds, env_state=env_state), metrics
+
+    def learn(self, state: SharedEnvState):
+        seeds, metrics = jax.vmap(self.agent.learn)(state.seeds)
+        return state.replace(seeds=seeds), metrics
 
 
 def _first(x: Any) -> int:
@@ -71,21 +80,25 @@ def _first(x: Any) -> int:
 
 
 class Program:
+    """The envs, the agent and the compiled init / chunk / offline / evaluation functions of a run."""
+
     def __init__(self, cfg: Config, env_seed_offset: int = 0):
         import ezv.envs as envs
 
         backend = envs.backend_of(cfg.env_id)
-        check_layout(cfg, backend)
         self.cfg = cfg
         self.num_seeds, self.num_devices = cfg.num_seeds, cfg.devices
         self.shared_env = backend.startswith("envpool") and cfg.num_seeds > 1
-        env_count = cfg.num_seeds * cfg.num_envs if self.shared_env else cfg.num_envs // cfg.devices
-        self.env = envs.make(cfg.env_id, env_count, cfg.seed + env_seed_offset, **cfg.env_options)
+        # The envs are built before `validate` (it needs their spec), with counts that stay valid
+        # whatever the flags say: a bad setting is reported below, before anything compiles.
+        env_count = cfg.num_seeds * cfg.num_envs if self.shared_env else cfg.num_envs // max(cfg.devices, 1)
+        self.env = envs.make(cfg.env_id, max(env_count, 1), cfg.seed + env_seed_offset, **cfg.env_options)
+        validate(cfg, self.env.spec)
         self.eval_env = envs.make(cfg.env_id, cfg.eval_episodes, cfg.seed + 10_000, evaluation=True, **cfg.env_options)
         self.pure = self.env.pure
         self.agent = Agent(
             cfg, self.env, self.eval_env,
-            seeds_sharing_env=cfg.num_seeds if self.shared_env else 1,
+            envs_per_state=cfg.num_envs // cfg.devices,
             num_devices=cfg.devices,
             axis_name=AXIS if cfg.devices > 1 else None,
         )
@@ -105,7 +118,8 @@ class Program:
 
     def _build(self) -> None:
         agent, multi = self.agent, self.num_seeds > 1
-        self._evaluate_seeds = jax.jit(jax.vmap(agent._evaluate))
+        self._evaluate_one = jax.jit(agent.evaluate_episodes)
+        self._evaluate_seeds = jax.jit(jax.vmap(agent.evaluate_episodes))
         if self.shared_env:
             self._init = jax.jit(self._init_shared)
             self._chunk = jax.jit(self._chunk_shared, donate_argnums=0)
@@ -113,8 +127,8 @@ class Program:
             return
         init_one = (lambda keys, shard: jax.vmap(agent.init, in_axes=(0, None))(keys, shard)) if multi else (
             lambda keys, shard: agent.init(keys[0], shard))
-        chunk_one = jax.vmap(agent._train_chunk_from, in_axes=(0, None)) if multi else agent._train_chunk_from
-        offline_one = jax.vmap(agent._offline_chunk, in_axes=(0, None)) if multi else agent._offline_chunk
+        chunk_one = jax.vmap(agent.chunk, in_axes=(0, None)) if multi else agent.chunk
+        offline_one = jax.vmap(agent.offline, in_axes=(0, None)) if multi else agent.offline
         if self.mesh is None:
             self._init = jax.jit(lambda keys: init_one(keys, 0))
             self._chunk = jax.jit(chunk_one, donate_argnums=0)
@@ -143,8 +157,7 @@ class Program:
     # --- envpool pool shared by the seeds ---------------------------------------------------
 
     def _split_seeds(self, tree: Any) -> Any:
-        n = self.num_seeds
-        return jax.tree.map(lambda x: x.reshape((n, x.shape[0] // n) + x.shape[1:]), tree)
+        return split_seeds(tree, self.num_seeds)
 
     def _init_shared(self, keys: jax.Array) -> SharedEnvState:
         env_state, ts = self.env.reset(keys[0])
@@ -152,22 +165,12 @@ class Program:
         seeds = jax.vmap(self.agent.init_with_env)(keys, placeholder, self._split_seeds(ts))
         return SharedEnvState(seeds=seeds, env_state=env_state)
 
-    def _iteration_shared(self, state: SharedEnvState, index: jax.Array):
-        agent = self.agent
-        seeds, out = jax.vmap(agent.decide)(state.seeds)
-        actions = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), out.action)
-        env_state, ts = self.env.step(state.env_state, agent.env_action(actions))
-        seeds, act_metrics = jax.vmap(agent.record)(seeds, out, seeds.env_state, self._split_seeds(ts))
-        seeds, learn_metrics = agent.maybe_learn(seeds, index, jax.vmap(agent._learn_iteration))
-        return SharedEnvState(seeds=seeds, env_state=env_state), {**act_metrics, **learn_metrics}
-
     def _chunk_shared(self, state: SharedEnvState, start: jax.Array):
-        indices = start + jnp.arange(self.cfg.iterations_per_chunk, dtype=jnp.int32)
-        state, metrics = jax.lax.scan(self._iteration_shared, state, indices)
+        state, metrics = agent_lib.chunk(SharedPool(self.agent, self.env, self.num_seeds), state, start)
         return state, jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), metrics)  # [N, T]
 
     def _offline_shared(self, state: SharedEnvState, count: int):
-        seeds, metrics = jax.vmap(self.agent._offline_chunk, in_axes=(0, None))(state.seeds, count)
+        seeds, metrics = jax.vmap(self.agent.offline, in_axes=(0, None))(state.seeds, count)
         return state.replace(seeds=seeds), metrics
 
     # --- the run's functions ----------------------------------------------------------------
@@ -184,11 +187,11 @@ class Program:
 
     def compile(self, state: Any) -> None:
         """Compile the training chunk for this state ahead of the first call (to time it apart)."""
-        self._compiled_chunk = self._chunk.lower(state, jnp.int32(self.iteration(state))).compile()
+        self._compiled_chunk = self._chunk.lower(state, jnp.int32(self.acting_steps(state))).compile()
 
     def chunk(self, state: Any) -> tuple[Any, dict[str, jax.Array]]:
         fn = self._compiled_chunk or self._chunk
-        return fn(state, jnp.int32(self.iteration(state)))
+        return fn(state, jnp.int32(self.acting_steps(state)))
 
     def offline(self, state: Any, count: int) -> tuple[Any, dict[str, jax.Array]]:
         return self._offline(state, count)
@@ -196,11 +199,12 @@ class Program:
     def train_states(self, state: Any) -> TrainState:
         return state.seeds if self.shared_env else state
 
-    def iteration(self, state: Any) -> int:
+    def acting_steps(self, state: Any) -> int:
+        """Acting steps taken (every env steps once per acting step)."""
         return _first(self.train_states(state).iteration)
 
     def env_steps(self, state: Any) -> int:
-        return self.iteration(state) * self.cfg.num_envs
+        return self.acting_steps(state) * self.cfg.num_envs
 
     def updates(self, state: Any) -> int:
         return _first(self.train_states(state).updates)
@@ -241,7 +245,7 @@ class Program:
         model = {"params": ts.params, "batch_stats": ts.batch_stats}
         return jax.tree.map(lambda x: x[0], model) if self.mesh is not None else model
 
-    def evaluate(self, state: Any, env_steps: int) -> list[dict[str, np.ndarray]]:
+    def evaluate_seeds(self, state: Any, env_steps: int) -> list[dict[str, np.ndarray]]:
         """One evaluation per seed (greedy search, the domain's evaluation protocol)."""
         eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, env_steps))(self.seed_keys()[1])
         if self.num_seeds > 1 and self.pure:
@@ -254,7 +258,7 @@ class Program:
         results = []
         for i in range(self.num_seeds):
             params, stats = self.seed_variables(state, i)
-            results.append(jax.device_get(self.agent.evaluate(params, stats, eval_keys[i])))
+            results.append(jax.device_get(self._evaluate_one(params, stats, eval_keys[i])))
         return results
 
     def seed_metrics(self, metrics: dict[str, jax.Array]) -> list[dict[str, np.ndarray]]:

@@ -108,13 +108,25 @@ class ModelFns:
         # DMC: the reference clips decoded values to >= 0 (rewards are non-negative there).
         return value if self.cfg.value_min is None else jnp.maximum(value, self.cfg.value_min)
 
-    def root(self, variables: Any, obs: jax.Array) -> mctx.RootFnOutput:
+    # Both action kinds share these signatures: `key` and `widen` matter only where the root
+    # samples its candidate actions (ContinuousModelFns).
+
+    def split_root_key(self, key: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+        """(the search's key, the root's key): discrete roots draw nothing, so the search keeps `key`."""
+        return key, None
+
+    def root(
+        self, variables: Any, obs: jax.Array, key: jax.Array | None = None, widen: bool = True
+    ) -> mctx.RootFnOutput:
         latent = self.net.apply(variables, obs, method=EZNet.represent)
         logits, value_logits = self.net.apply(variables, latent, method=EZNet.predict)
-        return self.root_from_outputs(latent, logits, self.decode_value(value_logits))
+        return self.root_from_outputs(latent, logits, self.decode_value(value_logits), key, widen)
 
-    def root_from_outputs(self, latent: jax.Array, logits: jax.Array, value: jax.Array) -> mctx.RootFnOutput:
+    def root_from_outputs(
+        self, latent: jax.Array, logits: jax.Array, value: jax.Array, key: jax.Array | None = None, widen: bool = True
+    ) -> mctx.RootFnOutput:
         """Search roots from already computed representation and prediction outputs."""
+        del key, widen
         batch = latent.shape[0]
         embedding = Embedding(
             latent=latent,
@@ -164,6 +176,20 @@ class ModelFns:
             reward=reward, discount=jnp.full_like(reward, self.discount), prior_logits=logits, value=value
         )
         return out, child
+
+    def search_roots(
+        self, variables: Any, key: jax.Array, root: mctx.RootFnOutput, *, cfg: SearchConfig, num_simulations: int,
+        max_considered_actions: int, gumbel_scale: float | jax.Array,
+    ) -> SearchOutput:
+        return gumbel_search(
+            variables, key, root, self.recurrent_fn, cfg=cfg, num_simulations=num_simulations,
+            max_considered_actions=max_considered_actions, gumbel_scale=gumbel_scale,
+        )
+
+    def policy_target_fields(self, search: SearchOutput, batch_shape: tuple[int, ...]) -> dict[str, jax.Array]:
+        """What the policy loss needs beyond π′ (continuous: the candidates π′ is over, the chosen action)."""
+        del search, batch_shape
+        return {}
 
 
 # --- continuous actions: sampling-based Gumbel search (reference §3.3) ---------------------
@@ -270,10 +296,9 @@ class ContinuousModelFns(ModelFns):
         wide = gaussian.sample(k2, policy_outputs, self.num_candidates - self.policy_candidates, self.wide_std)
         return jnp.concatenate([narrow, wide], axis=1)
 
-    def root(self, variables: Any, obs: jax.Array, key: jax.Array, widen: bool) -> mctx.RootFnOutput:
-        latent = self.net.apply(variables, obs, method=EZNet.represent)
-        outputs, value_logits = self.net.apply(variables, latent, method=EZNet.predict)
-        return self.root_from_outputs(latent, outputs, self.decode_value(value_logits), key, widen)
+    def split_root_key(self, key: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+        key, root_key = jax.random.split(key)
+        return key, root_key
 
     def root_from_outputs(self, latent, policy_outputs, value, key=None, widen: bool = True) -> mctx.RootFnOutput:
         root = super().root_from_outputs(latent, policy_outputs, value)
@@ -297,3 +322,18 @@ class ContinuousModelFns(ModelFns):
             reward=reward, discount=jnp.full_like(reward, self.discount), prior_logits=prior_logits, value=value
         )
         return out, child.replace(children_actions=children)
+
+    def search_roots(
+        self, variables: Any, key: jax.Array, root: mctx.RootFnOutput, *, cfg: SearchConfig, num_simulations: int,
+        max_considered_actions: int, gumbel_scale: float | jax.Array,
+    ) -> SearchOutput:
+        del max_considered_actions  # every sampled candidate is considered
+        return sampled_gumbel_search(
+            variables, key, root, self.recurrent_fn, cfg=cfg, num_simulations=num_simulations, gumbel_scale=gumbel_scale
+        )
+
+    def policy_target_fields(self, search: SearchOutput, batch_shape: tuple[int, ...]) -> dict[str, jax.Array]:
+        return {
+            "candidates": search.candidates.reshape(batch_shape + search.candidates.shape[1:]),
+            "chosen": search.action.reshape(batch_shape + (-1,)),
+        }

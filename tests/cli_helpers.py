@@ -1,4 +1,4 @@
-"""Tiny `ezv.train` runs shared by the CLI and run-lifecycle tests."""
+"""Tiny `ezv.train` runs shared by the CLI, checkpoint/resume and export/evaluate/plot tests."""
 
 from __future__ import annotations
 
@@ -7,18 +7,28 @@ import os
 import subprocess
 import sys
 
-# A CartPole run that compiles and trains in seconds: 4 envs, chunks of 40 env steps, learning from
-# step 44, a 16-wide network.
-TINY_FLAGS = [
-    "--num-envs", "4", "--total-env-steps", "80", "--log-interval", "40", "--eval-interval", "40",
-    "--learning-starts", "44", "--eval-episodes", "2", "--replay.capacity", "400",
-    "--learner.batch-size", "8", "--network.latent-dim", "16", "--network.mlp-hidden", "16",
-    "--network.mlp-head-hidden", "16", "--network.projection-hidden", "16", "--network.projection-dim", "16",
-    "--network.predictor-hidden", "16", "--quiet",
-]
+import pytest
+from tiny import TINY_FLAGS  # noqa: F401 - the tiny config as flags, for the CLI tests
+
+from ezv.train import main
+
+# On top of TINY_FLAGS: 400 env steps (10 chunks of 40), a checkpoint every chunk, the newest 3 kept.
+LONG = ["--total-env-steps", "400", "--checkpoint-interval", "40", "--keep-checkpoints", "3"]
 
 # Fields of a metrics row that measure the machine, not the run.
 TIMING_FIELDS = ("wall_s", "env_steps_per_s", "updates_per_s")
+
+
+def run_cli(argv: list[str], capsys, code: int | None = None):
+    """Run `ezv.train` in this process. Without `code`, expect it to finish and return what it printed
+    (`.out`, `.err`); with `code`, expect it to exit with that status and return its stderr."""
+    if code is None:
+        main(argv)
+        return capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == code
+    return capsys.readouterr().err
 
 
 def read_rows(run_dir: str, name: str = "metrics.jsonl") -> list[dict]:

@@ -1,11 +1,25 @@
 """Test-session set-up: one persistent XLA compilation cache, so that the identical tiny programs
-that several tests build (CLI runs, their resumes, subprocess runs) compile once per session."""
+that several tests build (CLI runs, their resumes, subprocess runs) compile once per session, and
+the one uninterrupted tiny run that the checkpoint/resume and export/evaluate/plot tests share."""
 
 import os
 import tempfile
 
 import jax
+import pytest
+
+from cli_helpers import LONG, TINY_FLAGS
 
 CACHE_DIR = os.environ.setdefault("EZV_TEST_XLA_CACHE", tempfile.mkdtemp(prefix="ezv-test-xla-cache-"))
 jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+@pytest.fixture(scope="session")
+def straight_run(tmp_path_factory):
+    """400 env steps (10 chunks) of tiny CartPole, uninterrupted."""
+    from ezv.train import main
+
+    run_dir = str(tmp_path_factory.mktemp("straight") / "run")
+    main(["--env-id", "CartPole-v1", "--run-dir", run_dir, *TINY_FLAGS, *LONG])
+    return run_dir

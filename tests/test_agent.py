@@ -7,37 +7,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from agent_helpers import evaluate_episodes, learn_once, train_chunk
+from tiny import tiny_config
+
 import ezv.envs as envs
 from ezv.agent import Agent
-from ezv.config import LearnerConfig, NetworkConfig, ReplayConfig, classic_preset
-
-TINY_NET = dataclasses.replace(
-    classic_preset().network, latent_dim=16, mlp_hidden=32, mlp_head_hidden=(16,), projection_hidden=16,
-    projection_dim=16, predictor_hidden=16, action_embedding=8,
-)
-
-
-def tiny_classic(**overrides):
-    base = classic_preset()
-    cfg = dataclasses.replace(
-        base,
-        num_envs=4,
-        total_env_steps=400,
-        learning_starts=80,
-        log_interval=40,
-        eval_interval=40,
-        eval_episodes=2,
-        replay_ratio=0.5,
-        network=TINY_NET,
-        replay=ReplayConfig(capacity=800),
-        learner=dataclasses.replace(base.learner, batch_size=16, target_update_interval=1000),
-    )
-    return dataclasses.replace(cfg, **overrides)
-
+from ezv.config import LearnerConfig, NetworkConfig, ReplayConfig
 
 @pytest.fixture(scope="module")
 def cartpole_agent():
-    cfg = tiny_classic()
+    cfg = tiny_config("classic")
     env = envs.make("CartPole-v1", cfg.num_envs, seed=0)
     eval_env = envs.make("CartPole-v1", cfg.eval_episodes, seed=1, evaluation=True)
     return Agent(cfg, env, eval_env)
@@ -48,7 +27,7 @@ def test_same_seed_and_config_give_identical_metrics(cartpole_agent):
         state = cartpole_agent.init(jax.random.PRNGKey(7))
         out = []
         for _ in range(3):  # 120 env steps: acting only, then learning
-            state, metrics = cartpole_agent.train_chunk(state)
+            state, metrics = train_chunk(cartpole_agent)(state)
             out.append(jax.device_get(metrics))
         return out, jax.device_get(state.params)
 
@@ -64,7 +43,7 @@ def test_same_seed_and_config_give_identical_metrics(cartpole_agent):
 def test_one_learner_step_on_a_fixed_batch_lowers_the_loss_and_gradients_are_finite():
     # alpha = 0: uniform sampling, so the same key draws the same batch after priorities change.
     # No warm-up: the schedule's first step would otherwise have a learning rate of 0.
-    base = tiny_classic()
+    base = tiny_config("classic")
     cfg = dataclasses.replace(base, replay=ReplayConfig(capacity=800, alpha=0.0),
                               learner=dataclasses.replace(base.learner, warmup_fraction=0.0))
     env = envs.make("CartPole-v1", cfg.num_envs, seed=0)
@@ -72,7 +51,7 @@ def test_one_learner_step_on_a_fixed_batch_lowers_the_loss_and_gradients_are_fin
     state = agent.init(jax.random.PRNGKey(0))
     act = jax.jit(lambda s: jax.lax.scan(lambda s, _: agent.act(s), s, None, length=60)[0])
     state = act(state)
-    learn = jax.jit(agent.learn)
+    learn = learn_once(agent)
     key = jax.random.PRNGKey(42)
     losses = []
     for _ in range(8):
@@ -87,11 +66,11 @@ def test_one_learner_step_on_a_fixed_batch_lowers_the_loss_and_gradients_are_fin
 
 def test_evaluation_plays_one_greedy_episode_per_eval_env(cartpole_agent):
     state = cartpole_agent.init(jax.random.PRNGKey(0))
-    result = jax.device_get(cartpole_agent.evaluate(state.params, state.batch_stats, jax.random.PRNGKey(1)))
+    result = jax.device_get(evaluate_episodes(cartpole_agent)(state.params, state.batch_stats, jax.random.PRNGKey(1)))
     assert result["finished"].all()
     # CartPole pays 1 per step, so the return of a whole episode is its length.
     np.testing.assert_allclose(result["returns"], result["lengths"])
-    again = jax.device_get(cartpole_agent.evaluate(state.params, state.batch_stats, jax.random.PRNGKey(1)))
+    again = jax.device_get(evaluate_episodes(cartpole_agent)(state.params, state.batch_stats, jax.random.PRNGKey(1)))
     np.testing.assert_array_equal(result["returns"], again["returns"])
 
 
@@ -103,7 +82,7 @@ def test_the_atari_image_pipeline_runs_end_to_end():
         predictor_hidden=8,
     )
     cfg = dataclasses.replace(
-        tiny_classic(), network=net, learning_starts=24, log_interval=24, num_envs=2, replay_ratio=0.5,
+        tiny_config("classic"), network=net, learning_starts=24, log_interval=24, num_envs=2, replay_ratio=0.5,
         replay=ReplayConfig(capacity=256), learner=dataclasses.replace(LearnerConfig(), batch_size=4),
     )
     env = envs.make("Breakout-v5", cfg.num_envs, seed=0)
@@ -111,8 +90,8 @@ def test_the_atari_image_pipeline_runs_end_to_end():
     state = agent.init(jax.random.PRNGKey(0))
     assert state.replay.obs.shape == (128, 2, 96, 96, 3) and state.replay.obs.dtype == jnp.uint8
     assert state.frames.shape == (2, 4, 96, 96, 3)
-    state, metrics = agent.train_chunk(state)
-    state, metrics = agent.train_chunk(state)
+    state, metrics = train_chunk(agent)(state)
+    state, metrics = train_chunk(agent)(state)
     metrics = jax.device_get(metrics)
     assert metrics["learning"].any()
     learned = metrics["learning"] > 0
@@ -123,13 +102,13 @@ def test_the_atari_image_pipeline_runs_end_to_end():
 
 def test_the_tree_q_normalisation_trains_through_the_compiled_loop():
     # The agent's search carries each node's path returns in its embedding for this rule.
-    base = tiny_classic()
-    cfg = tiny_classic(search=dataclasses.replace(base.search, q_normalisation="tree"))
+    base = tiny_config("classic")
+    cfg = tiny_config("classic", search=dataclasses.replace(base.search, q_normalisation="tree"))
     agent = Agent(cfg, envs.make("CartPole-v1", cfg.num_envs, seed=0))
-    assert agent.model.path_depth == agent.num_simulations
+    assert agent.model.fns.path_depth == agent.model.num_simulations
     state = agent.init(jax.random.PRNGKey(0))
     for _ in range(3):
-        state, metrics = agent.train_chunk(state)
+        state, metrics = train_chunk(agent)(state)
     metrics = jax.device_get(metrics)
     assert metrics["learning"].any()
     assert all(np.isfinite(v).all() for k, v in metrics.items() if k.endswith("loss")), metrics

@@ -7,12 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ezv.config import atari_preset, dmc_state_preset
+from ezv.config import load_preset
 from ezv.networks import EZNet, torch_default_init
 
 
 def test_torch_init_draws_uniform_fan_in_weights_and_biases_and_keeps_zero_heads_zero():
-    cfg = dataclasses.replace(dmc_state_preset().network, latent_dim=32, mlp_hidden=64, mlp_head_hidden=(64,),
+    cfg = dataclasses.replace(load_preset("dmc_state").network, latent_dim=32, mlp_hidden=64, mlp_head_hidden=(64,),
                               projection_hidden=64, projection_dim=32, predictor_hidden=64)
     net = EZNet(cfg, num_actions=None, action_dim=3)
     params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 10)), jnp.zeros((1, 3)))["params"]
@@ -39,7 +39,7 @@ def test_torch_init_draws_uniform_fan_in_weights_and_biases_and_keeps_zero_heads
 
 
 def test_torch_init_draws_the_value_prefix_lstm_uniform_in_one_over_root_hidden():
-    cfg = dataclasses.replace(atari_preset().network, channels=8, reduced_channels=4, lstm_hidden=16,
+    cfg = dataclasses.replace(load_preset("atari").network, channels=8, reduced_channels=4, lstm_hidden=16,
                               projection_hidden=16, projection_dim=16, predictor_hidden=8)
     net = EZNet(cfg, num_actions=4)
     params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 96, 96, 12), jnp.uint8), jnp.zeros((1,), jnp.int32))

@@ -33,7 +33,8 @@ def fill(rows: int, iterations: int, obs_shape=(1,), dtype=jnp.float32, scale: i
                 t[e] += 1
                 length = EPISODE_LENGTHS[e][ep[e] % len(EPISODE_LENGTHS[e])]
                 end = t[e] == length
-                nxt.append(dict(obs=ep[e] * float(scale) + t[e], reward=ep[e] * float(scale) + t[e], first=False, last=end,
+                value = ep[e] * float(scale) + t[e]
+                nxt.append(dict(obs=value, reward=value, first=False, last=end,
                                 terminated=end and ep[e] % 2 == 0))
         col = lambda rows_, k, dt=np.float32: jnp.asarray(np.array([r[k] for r in rows_], dt))  # noqa: E731
         obs = jnp.broadcast_to(col(prev, "obs").reshape((envs,) + (1,) * len(obs_shape)), (envs,) + obs_shape)

@@ -7,7 +7,7 @@ import os
 import pytest
 import yaml
 
-from cli_helpers import TINY_FLAGS
+from cli_helpers import TINY_FLAGS, run_cli
 
 from ezv.train import main, resolve_config
 
@@ -52,15 +52,8 @@ def test_a_short_run_writes_config_and_metrics(tmp_path):
     assert rows[-1]["updates"] > 0 and rows[-1]["eval_episodes"] == 2
 
 
-def run_main(argv, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    return capsys.readouterr().err
-
-
 def test_an_unknown_env_id_fails_with_close_matches(capsys):
-    err = run_main(["--env-id", "CartPol-v1"], capsys)
+    err = run_cli(["--env-id", "CartPol-v1"], capsys, code=2)
     assert "CartPole-v1" in err and "gymnax" in err
 
 
@@ -76,12 +69,14 @@ def test_an_unknown_env_id_fails_with_close_matches(capsys):
         (["--checkpoint-interval", "300"], "--checkpoint-interval"),
         (["--keep-checkpoints", "0"], "--keep-checkpoints"),
         (["--num-seeds", "0"], "--num-seeds"),
+        (["--num-envs", "0"], "--num-envs must be >= 1"),
+        (["--log-interval", "0"], "--log-interval must be >= 1"),
         (["--resume-step", "10"], "--resume-step needs --resume"),
         (["--env-id", "Breakout-v5", "--devices", "2"], "pure-JAX env"),
     ],
 )
 def test_impossible_settings_fail_before_compiling_with_what_to_change(flags, named, capsys, tmp_path):
-    err = run_main(["--env-id", "CartPole-v1", "--run-dir", str(tmp_path / "r"), *flags], capsys)
+    err = run_cli(["--env-id", "CartPole-v1", "--run-dir", str(tmp_path / "r"), *flags], capsys, code=2)
     assert named in err
     assert not (tmp_path / "r").exists()
 
@@ -90,10 +85,9 @@ def test_an_existing_run_directory_is_never_overwritten(tmp_path, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "metrics.jsonl").write_text("precious\n")
-    err = run_main(["--env-id", "CartPole-v1", "--run-dir", str(run_dir), *TINY_FLAGS], capsys)
+    err = run_cli(["--env-id", "CartPole-v1", "--run-dir", str(run_dir), *TINY_FLAGS], capsys, code=2)
     assert "already exists" in err
     assert (run_dir / "metrics.jsonl").read_text() == "precious\n"
-
 
 
 @pytest.mark.parametrize(
@@ -105,13 +99,13 @@ def test_an_existing_run_directory_is_never_overwritten(tmp_path, capsys):
     ],
 )
 def test_impossible_continuous_settings_fail_before_compiling(flags, named, capsys, tmp_path):
-    err = run_main(["--env-id", "Pendulum-v1", "--run-dir", str(tmp_path / "r"), *flags], capsys)
+    err = run_cli(["--env-id", "Pendulum-v1", "--run-dir", str(tmp_path / "r"), *flags], capsys, code=2)
     assert named in err
     assert not (tmp_path / "r").exists()
 
 
 def test_a_config_saved_before_a_field_existed_resumes_with_the_behaviour_it_was_trained_with():
-    from ezv.train import config_from_plain
+    from ezv.config import config_from_plain
 
     plain = dataclasses.asdict(resolve_config(["--env-id", "Breakout-v5"]))
     assert config_from_plain(plain).search.q_normalisation == "tree"  # the atari preset's rule, as saved

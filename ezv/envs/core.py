@@ -22,6 +22,7 @@ envpool resets one step late natively; the pure-JAX backends are wrapped to matc
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, Callable, Generic, TypeVar
 
 import jax
@@ -149,3 +150,51 @@ def first_timestep(obs: jax.Array) -> TimeStep:
         episode_return=jnp.zeros((n,), jnp.float32),
         episode_length=jnp.zeros((n,), jnp.int32),
     )
+
+
+def skip_resetting(
+    resetting: jax.Array, reward: jax.Array, terminated: jax.Array, truncated: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Late reset: the `resetting` envs started a new episode instead of acting (their action was
+    ignored), so their step has no reward and ends nothing."""
+    return jnp.where(resetting, 0.0, reward), terminated & ~resetting, truncated & ~resetting
+
+
+def step_timestep(
+    obs: jax.Array, reward: jax.Array, terminated: jax.Array, truncated: jax.Array, first: jax.Array,
+    episode_done: jax.Array, running_return: jax.Array, elapsed: jax.Array,
+) -> TimeStep:
+    """A batched step's TimeStep; the episode's return and length are reported where it is done."""
+    return TimeStep(
+        obs=obs,
+        reward=reward,
+        terminated=terminated,
+        truncated=truncated,
+        first=first,
+        episode_done=episode_done,
+        episode_return=jnp.where(episode_done, running_return, 0.0),
+        episode_length=jnp.where(episode_done, elapsed, 0),
+    )
+
+
+# --- plain form (config.yaml, agent files) ---------------------------------------------------
+
+
+def spec_to_dict(spec: EnvSpec) -> dict[str, Any]:
+    """The spec as JSON-able data (what an agent file and `config.yaml` keep to rebuild the network)."""
+    space = spec.action_space
+    action = ({"kind": "discrete", "n": space.n} if isinstance(space, Discrete)
+              else {"kind": "box", "dim": space.dim, "low": list(space.low), "high": list(space.high)})
+    return {"env_id": spec.env_id, "backend": spec.backend, "domain": spec.domain, "obs_shape": list(spec.obs_shape),
+            "obs_dtype": np.dtype(spec.obs_dtype).name, "action_space": action,
+            "max_episode_steps": spec.max_episode_steps, "frame_stack": spec.frame_stack,
+            "options": json.loads(json.dumps(spec.options, default=str))}
+
+
+def spec_from_dict(data: dict[str, Any]) -> EnvSpec:
+    a = data["action_space"]
+    space = Discrete(a["n"]) if a["kind"] == "discrete" else Box(a["dim"], tuple(a["low"]), tuple(a["high"]))
+    return EnvSpec(env_id=data["env_id"], backend=data["backend"], domain=data["domain"],
+                   obs_shape=tuple(data["obs_shape"]), obs_dtype=np.dtype(data["obs_dtype"]), action_space=space,
+                   max_episode_steps=data["max_episode_steps"], frame_stack=data["frame_stack"],
+                   options=data.get("options", {}))

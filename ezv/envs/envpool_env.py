@@ -29,7 +29,7 @@ import numpy as np
 from flax import struct
 from jax.experimental import io_callback
 
-from ezv.envs.core import Box, Discrete, EnvSpec, TimeStep, VecEnv, first_timestep
+from ezv.envs.core import Box, Discrete, EnvSpec, TimeStep, VecEnv, first_timestep, skip_resetting, step_timestep
 
 ATARI_FAMILY = "envpool.atari"
 DMC_FAMILY = "envpool.mujoco.dmc"
@@ -133,62 +133,74 @@ def _vec_env(
     spec: EnvSpec, pool, num_envs: int, process_obs, action_dtype, is_atari: bool, action_repeat: int = 1
 ) -> VecEnv:
     """`action_repeat` envpool steps per agent step (DMC control steps; Atari repeats inside envpool)."""
-    # Built under x64 so that float64 specs (DMC) keep their dtype in the FFI signature.
-    with jax.enable_x64(True):
-        handle0, recv, _send, xla_step = pool.xla()
-    handle0 = jnp.asarray(handle0)
-    n = num_envs
+    stepper = _PoolStepper(pool, num_envs, process_obs, action_dtype, is_atari, action_repeat)
+    return VecEnv(spec=spec, num_envs=num_envs, reset=stepper.reset, step=stepper.step, pure=False)
 
-    def unpack(raw) -> tuple:
+
+class _PoolStepper:
+    """An envpool pool behind ezv's env contract, through envpool's XLA interface (a handle threaded
+    through the compiled program; the pool's state itself lives in C++)."""
+
+    def __init__(self, pool, num_envs: int, process_obs, action_dtype, is_atari: bool, action_repeat: int):
+        self.pool, self.n, self.process_obs = pool, num_envs, process_obs
+        self.action_dtype, self.is_atari, self.action_repeat = action_dtype, is_atari, action_repeat
+        # Built under x64 so that float64 specs (DMC) keep their dtype in the FFI signature.
+        with jax.enable_x64(True):
+            handle0, self.recv, _send, self.xla_step = pool.xla()
+        self.handle0 = jnp.asarray(handle0)
+
+    def unpack(self, raw) -> tuple:
         obs, reward, terminated, truncated, info = _as_float32(raw)
         # In sync mode envpool returns envs in id order; check it cheaply in tests, not here.
         reward = reward.astype(jnp.float32)
-        if is_atari:
+        if self.is_atari:
             score = info["reward"].astype(jnp.float32)  # raw, unclipped
             game_over = info["terminated"].astype(bool) | truncated
         else:
             score = reward
             game_over = terminated | truncated
-        return process_obs(obs), reward, terminated, truncated, score, game_over, info["elapsed_step"]
+        return self.process_obs(obs), reward, terminated, truncated, score, game_over, info["elapsed_step"]
 
-    def async_reset(handle):
-        pool.async_reset()
+    def _async_reset(self, handle):
+        self.pool.async_reset()
         return handle
 
-    def reset(key: jax.Array) -> tuple[EnvpoolState, TimeStep]:
+    def reset(self, key: jax.Array) -> tuple[EnvpoolState, TimeStep]:
         del key  # envpool's randomness is seeded once, in C++, by `seed`
         # The callback returns the handle so that recv is ordered after the reset request.
+        handle0 = self.handle0
         handle = io_callback(
-            async_reset, jax.ShapeDtypeStruct(handle0.shape, handle0.dtype), handle0, ordered=True
+            self._async_reset, jax.ShapeDtypeStruct(handle0.shape, handle0.dtype), handle0, ordered=True
         )
         with jax.enable_x64(True):
-            handle, raw = recv(handle)
-            obs = unpack(raw)[0]
-        false = jnp.zeros((n,), bool)
+            handle, raw = self.recv(handle)
+            obs = self.unpack(raw)[0]
+        false = jnp.zeros((self.n,), bool)
         state = EnvpoolState(
             handle=handle,
-            running_return=jnp.zeros((n,), jnp.float32),
+            running_return=jnp.zeros((self.n,), jnp.float32),
             needs_reset=false,
             game_over=false,
         )
         return state, first_timestep(obs)
 
-    def envpool_step(handle, action):
+    def envpool_step(self, handle, action):
         with jax.enable_x64(True):
-            handle, raw = xla_step(handle, action.astype(action_dtype))
-            return handle, unpack(raw)
+            handle, raw = self.xla_step(handle, action.astype(self.action_dtype))
+            return handle, self.unpack(raw)
 
-    def repeated_step(handle, action):
+    def repeated_step(self, handle, action):
         """`action_repeat` envpool steps, rewards summed; an env whose episode ends keeps its final
         observation and collects no more reward. The time limit is a multiple of `action_repeat`
         and dm_control's suite tasks do not terminate, so an end falls on the last repeat; if one
         came earlier, the env would already be in its next episode when the agent step ends, and
         that episode would start a few control steps late (its observations stay consistent)."""
-        handle, out = envpool_step(handle, action)
+        n, repeat = self.n, self.action_repeat
+        handle, out = self.envpool_step(handle, action)
         obs, reward, terminated, truncated, score, game_over, elapsed = out
         done = terminated | truncated
-        for _ in range(action_repeat - 1):
-            handle, (obs2, reward2, term2, trunc2, score2, over2, elapsed2) = envpool_step(handle, action)
+        for _ in range(repeat - 1):
+            handle, (obs2, reward2, term2, trunc2, score2, over2, elapsed2) = self.envpool_step(handle, action)
             live = ~done
             obs = jnp.where(live.reshape((n,) + (1,) * (obs.ndim - 1)), obs2, obs)
             reward = reward + jnp.where(live, reward2, 0.0)
@@ -198,48 +210,37 @@ def _vec_env(
             game_over = game_over | (live & over2)
             elapsed = jnp.where(live, elapsed2, elapsed)
             done = terminated | truncated
-        agent_steps = (elapsed + action_repeat - 1) // action_repeat
+        agent_steps = (elapsed + repeat - 1) // repeat
         return handle, (obs, reward, terminated, truncated, score, game_over, agent_steps)
 
-    def agent_step(handle, action, resetting):
-        if action_repeat == 1:
-            return envpool_step(handle, action)
+    def agent_step(self, handle, action, resetting):
+        if self.action_repeat == 1:
+            return self.envpool_step(handle, action)
         # A reset is one envpool step (it returns the first observation and ignores the action),
         # so an agent step in which every env resets is a single envpool step. Envs end together
         # (one fixed episode length), so partial resets do not happen; if one did, the resetting
         # envs would also take the remaining repeats of this step's action.
         return jax.lax.cond(
             jnp.all(resetting),
-            lambda: envpool_step(handle, action),
-            lambda: repeated_step(handle, action),
+            lambda: self.envpool_step(handle, action),
+            lambda: self.repeated_step(handle, action),
         )
 
-    def step(state: EnvpoolState, action: jax.Array) -> tuple[EnvpoolState, TimeStep]:
+    def step(self, state: EnvpoolState, action: jax.Array) -> tuple[EnvpoolState, TimeStep]:
         resetting = state.needs_reset
-        handle, (obs, reward, terminated, truncated, score, game_over, elapsed) = agent_step(
+        handle, (obs, reward, terminated, truncated, score, game_over, elapsed) = self.agent_step(
             state.handle, action, resetting
         )
-        reward = jnp.where(resetting, 0.0, reward)
-        terminated = terminated & ~resetting
-        truncated = truncated & ~resetting
+        reward, terminated, truncated = skip_resetting(resetting, reward, terminated, truncated)
         game_over = game_over & ~resetting
         new_game = resetting & state.game_over
         running = jnp.where(new_game, 0.0, state.running_return) + jnp.where(resetting, 0.0, score)
         ended = terminated | truncated
-        timestep = TimeStep(
-            obs=obs,
-            reward=reward,
-            terminated=terminated,
-            truncated=truncated,
-            first=resetting,
-            episode_done=game_over,
-            episode_return=jnp.where(game_over, running, 0.0),
-            episode_length=jnp.where(game_over, elapsed.astype(jnp.int32), 0),
+        timestep = step_timestep(
+            obs, reward, terminated, truncated, resetting, game_over, running, elapsed.astype(jnp.int32)
         )
         new_state = EnvpoolState(handle=handle, running_return=running, needs_reset=ended, game_over=game_over)
         return new_state, timestep
-
-    return VecEnv(spec=spec, num_envs=n, reset=reset, step=step, pure=False)
 
 
 def make_atari(env_id: str, num_envs: int, seed: int, options: AtariOptions) -> VecEnv:

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from ezv.envs.core import EnvSpec, TimeStep, VecEnv, first_timestep
+from ezv.envs.core import EnvSpec, TimeStep, VecEnv, first_timestep, skip_resetting, step_timestep
 
 # reset(key) -> (inner_state, obs); step(inner_state, action, key) -> (inner_state, obs, reward, terminated)
 ResetFn = Callable[[jax.Array], tuple[Any, jax.Array]]
@@ -86,23 +86,11 @@ def make_vec_env(spec: EnvSpec, num_envs: int, seed: int, single: SingleEnv) -> 
             lambda: select_envs(resetting, batched_reset(jax.random.split(reset_key, n)), (inner, obs)),
             lambda: (inner, obs),
         )
-        reward = jnp.where(resetting, 0.0, reward)
-        terminated = terminated & ~resetting
-        truncated = truncated & ~resetting
+        reward, terminated, truncated = skip_resetting(resetting, reward, terminated, truncated)
         elapsed = jnp.where(resetting, 0, elapsed)
         running_return = jnp.where(resetting, 0.0, state.running_return + reward)
-
         ended = terminated | truncated
-        timestep = TimeStep(
-            obs=obs,
-            reward=reward,
-            terminated=terminated,
-            truncated=truncated,
-            first=resetting,
-            episode_done=ended,
-            episode_return=jnp.where(ended, running_return, 0.0),
-            episode_length=jnp.where(ended, elapsed, 0),
-        )
+        timestep = step_timestep(obs, reward, terminated, truncated, resetting, ended, running_return, elapsed)
         new_state = FunctionalEnvState(
             inner=inner, key=key, elapsed=elapsed, running_return=running_return, needs_reset=ended
         )
@@ -111,7 +99,9 @@ def make_vec_env(spec: EnvSpec, num_envs: int, seed: int, single: SingleEnv) -> 
     return VecEnv(spec=spec, num_envs=n, reset=reset, step=step, pure=True)
 
 
-def repeat_action(step_once: Callable[[Any, jax.Array], tuple[Any, jax.Array, jax.Array, jax.Array]], repeats: int) -> Callable:
+def repeat_action(
+    step_once: Callable[[Any, jax.Array], tuple[Any, jax.Array, jax.Array, jax.Array]], repeats: int
+) -> Callable:
     """Apply the same action `repeats` times, summing rewards and stopping at termination.
 
     step_once(state, action) -> (state, obs, reward, terminated). After a terminal

@@ -103,18 +103,23 @@ def make_playground(env_id: str, num_envs: int, seed: int, options: PlaygroundOp
     env = registry.load(task, config=config)
     episode_control_steps = int(getattr(config, "episode_length", DMC_EPISODE_CONTROL_STEPS))
     max_steps = options.max_episode_steps or episode_control_steps // options.action_repeat
+    spec = _box_spec(env, env_id, "playground", "dmc", max_steps, {**dataclasses.asdict(options), "impl": impl})
+    return make_vec_env(spec, num_envs, seed, _single_env(env, options.action_repeat))
+
+
+def _box_spec(env, env_id: str, backend: str, domain: str, max_steps: int, options: dict) -> EnvSpec:
+    """The spec of a brax-style env: float32 vector observations, actions in [-1, 1]^dim."""
     dim = int(env.action_size)
-    spec = EnvSpec(
+    return EnvSpec(
         env_id=env_id,
-        backend="playground",
-        domain="dmc",
+        backend=backend,
+        domain=domain,
         obs_shape=(int(env.observation_size),),
         obs_dtype=np.dtype(np.float32),
         action_space=Box(dim, (-1.0,) * dim, (1.0,) * dim),
         max_episode_steps=int(max_steps),
-        options={**dataclasses.asdict(options), "impl": impl},
+        options=options,
     )
-    return make_vec_env(spec, num_envs, seed, _single_env(env, options.action_repeat))
 
 
 def make_brax(env_id: str, num_envs: int, seed: int, options: BraxOptions) -> VecEnv:
@@ -125,15 +130,5 @@ def make_brax(env_id: str, num_envs: int, seed: int, options: BraxOptions) -> Ve
         env = envs.get_environment(name, backend=options.backend)
     except KeyError as e:
         raise ValueError(f"option backend={options.backend!r} is not a brax backend: {e}") from None
-    dim = int(env.action_size)
-    spec = EnvSpec(
-        env_id=env_id,
-        backend="brax",
-        domain="brax",
-        obs_shape=(int(env.observation_size),),
-        obs_dtype=np.dtype(np.float32),
-        action_space=Box(dim, (-1.0,) * dim, (1.0,) * dim),
-        max_episode_steps=int(options.max_episode_steps),
-        options=dataclasses.asdict(options),
-    )
+    spec = _box_spec(env, env_id, "brax", "brax", options.max_episode_steps, dataclasses.asdict(options))
     return make_vec_env(spec, num_envs, seed, _single_env(env, options.action_repeat))

@@ -1,0 +1,235 @@
+"""How EZ-V2 learns: sample windows → reanalyse them with the target network → targets → gradient step.
+
+    learner = Learner(cfg, model)
+    state, metrics = learner.learn_group(state, count)   # `count` updates, metrics [count]
+
+Every function here is pure in the `TrainState`; the learner never touches envs. With data
+parallelism (`axis_name`), each device samples `batch_size` windows from its own replay and the
+gradients and normalisation statistics are averaged over the mesh axis.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ezv import augment, replay as replay_lib, targets as targets_lib
+from ezv.config import Config
+from ezv.losses import Targets, Unroll, ez_loss
+from ezv.model import EZModel
+from ezv.networks import EZNet
+from ezv.search import SearchOutput
+from ezv.state import TrainState
+
+Metrics = dict[str, jax.Array]
+
+
+def make_optimizer(cfg: Config) -> optax.GradientTransformation:
+    """Global-norm clip, coupled L2 weight decay, then SGD+momentum or Adam, with the reference's
+    schedule: linear warm-up over `warmup_fraction` of all updates, then x`lr_decay_rate` every
+    `lr_decay_updates` updates (reference §5)."""
+    learner_cfg = cfg.learner
+    warmup = int(learner_cfg.warmup_fraction * cfg.total_updates)
+    schedule = optax.join_schedules(
+        [
+            optax.linear_schedule(0.0, learner_cfg.learning_rate, max(warmup, 1)),
+            optax.exponential_decay(
+                learner_cfg.learning_rate, learner_cfg.lr_decay_updates, learner_cfg.lr_decay_rate, staircase=True
+            ),
+        ],
+        [warmup],
+    )
+    if learner_cfg.optimizer == "sgd":
+        opt = optax.sgd(schedule, momentum=learner_cfg.momentum)
+    else:
+        opt = optax.adam(schedule)
+    parts = [optax.clip_by_global_norm(learner_cfg.max_grad_norm)]
+    if learner_cfg.weight_decay:
+        parts.append(optax.add_decayed_weights(learner_cfg.weight_decay))
+    return optax.chain(*parts, opt)
+
+
+class Learner:
+    """The learner's static settings and its pure functions of the state."""
+
+    def __init__(self, cfg: Config, model: EZModel, *, batch_size: int | None = None, axis_name: str | None = None):
+        """`batch_size`: windows per update on this device (default the config's); `axis_name`: the
+        mesh axis gradients are averaged over (data parallelism), None on one device."""
+        self.cfg, self.model = cfg, model
+        self.batch_size = cfg.learner.batch_size if batch_size is None else batch_size
+        self.axis_name = axis_name
+        self.optimizer = make_optimizer(cfg)
+        self.window = cfg.learner.unroll_steps + cfg.learner.td_steps + 1
+        self.augment = cfg.learner.augment and model.spec.is_image
+
+    def sample_batch(self, replay: replay_lib.Replay, key: jax.Array) -> tuple[jax.Array, jax.Array, replay_lib.Window]:
+        """Prioritised start rows, their importance weights and windows of unroll + td + 1 positions."""
+        replay_cfg = self.cfg.replay
+        # A start row needs its whole window written: position K + n must exist.
+        min_age = self.window - 1
+        idx, weights = replay_lib.sample(
+            replay, key, self.batch_size, replay_cfg.alpha, replay_cfg.beta, replay_cfg.min_weight, min_age
+        )
+        return idx, weights, replay_lib.gather(replay, idx, self.window, self.model.frame_stack)
+
+    def reanalysis_search(
+        self, state: TrainState, w: replay_lib.Window, key: jax.Array
+    ) -> tuple[jax.Array, SearchOutput]:
+        """The target network's view of a batch of windows (reference §4): it encodes every window
+        position once, and one batched search runs over all B*(K+1) unroll positions.
+
+        Returns (decoded values of every position [B, P], the search over the unroll positions).
+        """
+        K, B, P = self.cfg.learner.unroll_steps, w.reward.shape[0], self.window
+        net, variables = self.model.net, state.target_variables
+        latents = net.apply(variables, w.obs.reshape((B * P,) + w.obs.shape[2:]), method=EZNet.represent)
+        logits, value_logits = net.apply(variables, latents, method=EZNet.predict)
+        values = self.model.decode_value(value_logits)
+
+        def unroll_positions(x):  # [B*P, ...] -> [B*(K+1), ...]
+            return x.reshape((B, P) + x.shape[1:])[:, : K + 1].reshape((B * (K + 1),) + x.shape[1:])
+
+        key, root = self.model.roots_from_outputs(
+            unroll_positions(latents), unroll_positions(logits), unroll_positions(values), key
+        )
+        search = self.model.search_roots(variables, key, root, self.cfg.search.gumbel_scale)
+        return values.reshape(B, P), search.replace(tree=None)
+
+    def build_targets(
+        self, state: TrainState, w: replay_lib.Window, values: jax.Array, search: SearchOutput
+    ) -> tuple[Targets, jax.Array]:
+        """Value, reward and policy targets from the reanalysis (reference §4). Returns (targets
+        without the projection targets, which the online network computes in the loss;
+        per-sample TD choice [B])."""
+        cfg, learner_cfg = self.cfg, self.cfg.learner
+        K, n, B = learner_cfg.unroll_steps, learner_cfg.td_steps, w.reward.shape[0]
+        mask = targets_lib.unroll_mask(w, K)
+        terminal = w.terminal[:, : K + 1]
+        td = targets_lib.n_step_returns(w, values, K, n, learner_cfg.discount)
+        if learner_cfg.value_target == "mixed":
+            use_td = targets_lib.use_td_target(
+                w.step, state.iteration, state.updates, cfg.num_envs,
+                learner_cfg.mixed_start_updates, learner_cfg.mixed_recent_env_steps,
+            )
+        else:
+            use_td = jnp.full((B,), learner_cfg.value_target == "td")
+        tgt = Targets(
+            value=targets_lib.mixed_value_target(use_td, td, search.value.reshape(B, K + 1), terminal),
+            reward=targets_lib.reward_targets(w, K, cfg.network.value_prefix, cfg.network.lstm_horizon),
+            policy=search.policy.reshape(B, K + 1, -1),
+            projection=jnp.zeros((B,)),  # a placeholder per sample: the loss computes the real ones
+            mask=mask,
+            policy_mask=mask & ~terminal,
+            **self.model.policy_target_fields(search, (B, K + 1)),
+        )
+        return tgt, use_td
+
+    def augmented_inputs(self, w: replay_lib.Window, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(s_0 input [B, ...], the K next observations [B, K, ...]) with image augmentation when on."""
+        K = self.cfg.learner.unroll_steps
+        obs0, next_obs = w.obs[:, 0], w.obs[:, 1 : K + 1]
+        if not self.augment:
+            return obs0, next_obs
+        # The input and the consistency targets get independent draws; the K target stacks of
+        # one sample share one shift and intensity (the reference augments them as one tensor).
+        k0, k1 = jax.random.split(key)
+        obs0 = augment.augment(k0, obs0)
+        by_sample = jnp.moveaxis(next_obs, 1, -2)  # [B, H, W, K, C*S]
+        merged = by_sample.reshape(by_sample.shape[:-2] + (-1,))
+        augmented = augment.augment(k1, merged).reshape(by_sample.shape)
+        return obs0, jnp.moveaxis(augmented, -2, 1)
+
+    def gradient_step(
+        self, state: TrainState, w: replay_lib.Window, tgt: Targets, weights: jax.Array, key: jax.Array
+    ) -> tuple[TrainState, Metrics, jax.Array]:
+        """One optimiser step on the EZ-V2 loss. Returns (state, loss metrics, decoded v̂(s_0) [B])."""
+        key, entropy_key = jax.random.split(key)
+        obs0, next_obs = self.augmented_inputs(w, key)
+        actions = w.action[:, : self.cfg.learner.unroll_steps]
+
+        def loss_fn(params):
+            (policy, value, reward, projection, projection_target), updated = self.model.net.apply(
+                {"params": params, "batch_stats": state.batch_stats},
+                obs0,
+                actions,
+                next_obs,
+                train=True,
+                method=EZNet.unroll,
+                mutable=["batch_stats"],
+            )
+            out = Unroll(policy_logits=policy, value_logits=value, reward_logits=reward, projection=projection)
+            loss, metrics = ez_loss(
+                out,
+                tgt.replace(projection=projection_target),
+                weights,
+                self.cfg.learner,
+                self.model.value_support,
+                self.model.reward_support,
+                continuous_loss=self.model.policy_loss_kind,
+                entropy_key=entropy_key,
+            )
+            return loss, (metrics, updated["batch_stats"], value[:, 0])
+
+        (_, (metrics, batch_stats, value0_logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        if self.axis_name is not None:
+            # Data parallel: every device applies the mean gradient of the global batch, and keeps
+            # the same normalisation statistics, so the replicas stay identical.
+            grads = jax.lax.pmean(grads, self.axis_name)
+            batch_stats = jax.lax.pmean(batch_stats, self.axis_name)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        state = state.replace(
+            params=optax.apply_updates(state.params, updates), batch_stats=batch_stats, opt_state=opt_state
+        )
+        metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+        return state, metrics, self.model.decode_value(value0_logits)
+
+    def learn_group(self, state: TrainState, count: int) -> tuple[TrainState, Metrics]:
+        """`count` learner updates whose batches are sampled and reanalysed together.
+
+        The `count` batches are drawn from the replay as it stands at the start of the group, and
+        their reanalysis is one search over count x B x (K+1) roots with the target network (a
+        refresh that falls inside the group takes effect from the next group). Then `count`
+        gradient steps run in sequence, each writing its batch's priorities: priorities and target
+        refreshes lag by at most count - 1 updates, and `count` searches become one search
+        `count` times larger (far fewer kernel launches on a GPU). Returns per-update metrics [count].
+        """
+        B = self.batch_size
+        key, sample_key, search_key, step_key = jax.random.split(state.key, 4)
+        idx, weights, w = jax.vmap(self.sample_batch, in_axes=(None, 0))(
+            state.replay, jax.random.split(sample_key, count))
+        flat = jax.tree.map(lambda x: x.reshape((count * B,) + x.shape[2:]), w)
+        values, search = self.reanalysis_search(state, flat, search_key)
+        tgt, use_td = self.build_targets(state, flat, values, search)
+        tgt, use_td = jax.tree.map(lambda x: x.reshape((count, B) + x.shape[1:]), (tgt, use_td))
+        batches = (w, tgt, weights, idx, use_td, jax.random.split(step_key, count))
+        return jax.lax.scan(self.update, state.replace(key=key), batches)
+
+    def update(self, state: TrainState, batch) -> tuple[TrainState, Metrics]:
+        """One gradient step on a reanalysed batch, its priorities, and the periodic target refresh."""
+        w, tgt, weights, idx, use_td, key = batch
+        state, metrics, value0 = self.gradient_step(state, w, tgt, weights, key)
+        priorities = jnp.abs(value0 - tgt.value[:, 0]) + self.cfg.replay.priority_eps
+        n_updates = state.updates + 1
+        refresh = n_updates % self.cfg.learner.target_update_interval == 0
+        pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(refresh, a, b), new, old)  # noqa: E731
+        metrics = dict(
+            metrics,
+            td_fraction=jnp.mean(use_td.astype(jnp.float32)),
+            target_value=jnp.mean(tgt.value[:, 0]),
+            importance_weight=jnp.mean(weights),
+        )
+        state = state.replace(
+            target_params=pick(state.params, state.target_params),
+            target_batch_stats=pick(state.batch_stats, state.target_batch_stats),
+            replay=replay_lib.update_priorities(state.replay, idx, priorities),
+            updates=n_updates,
+        )
+        return state, metrics
+
+    def offline(self, state: TrainState, count: int) -> tuple[TrainState, Metrics]:
+        """`count` learner updates without acting (the reference's offline phase after collection),
+        in groups of `updates_per_iteration` as during collection when `count` allows. Metrics [count]."""
+        group = self.cfg.updates_per_iteration if count % self.cfg.updates_per_iteration == 0 else 1
+        state, metrics = jax.lax.scan(lambda s, _: self.learn_group(s, group), state, None, length=count // group)
+        return state, jax.tree.map(lambda x: x.reshape((count,) + x.shape[2:]), metrics)
