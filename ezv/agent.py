@@ -223,39 +223,44 @@ class Agent:
     # --- evaluation -----------------------------------------------------------------------
 
     def evaluate_episodes(self, params: Any, batch_stats: Any, key: jax.Array) -> dict[str, jax.Array]:
-        """One episode per eval env with the greedy search (`EZModel.greedy_action`) under the eval
-        env's protocol (Atari: raw rewards, no episodic life, 27k-step cap)."""
-        env = self.eval_env
-        if env is None:
+        """One greedy episode per eval env (`greedy_episodes` with this agent's model and eval env)."""
+        if self.eval_env is None:
             raise ValueError("this Agent was built without an evaluation env")
-        n = env.num_envs
-        variables = {"params": params, "batch_stats": batch_stats}
-        env_key, key = jax.random.split(key)
-        env_state, ts = env.reset(env_key)
-        cap = env.spec.max_episode_steps + 2
+        return greedy_episodes(self.model, self.eval_env, params, batch_stats, key)
 
-        def cond(carry):
-            _, _, _, done, _, _, t, _ = carry
-            return (~jnp.all(done)) & (t < cap)
 
-        def body(carry):
-            env_state, ts, frames, done, returns, lengths, t, key = carry
-            key, search_key = jax.random.split(key)
-            env_state, ts = env.step(env_state, self.model.greedy_action(variables, stacked_obs(frames), search_key))
-            new = ts.episode_done & ~done
-            returns = jnp.where(new, ts.episode_return, returns)
-            lengths = jnp.where(new, ts.episode_length, lengths)
-            return env_state, ts, push_frame(frames, ts), done | new, returns, lengths, t + 1, key
+def greedy_episodes(model: EZModel, env: VecEnv, params: Any, batch_stats: Any, key: jax.Array) -> dict[str, jax.Array]:
+    """One episode per env with the greedy search (`EZModel.greedy_action`) under the env's protocol
+    (an evaluation env: Atari raw rewards, no episodic life, 27k-step cap). Returns per env
+    {"returns", "lengths", "finished"}."""
+    n = env.num_envs
+    variables = {"params": params, "batch_stats": batch_stats}
+    env_key, key = jax.random.split(key)
+    env_state, ts = env.reset(env_key)
+    cap = env.spec.max_episode_steps + 2
 
-        init = (
-            env_state,
-            ts,
-            jnp.asarray(init_frames(ts.obs, self.model.frame_stack)),
-            jnp.zeros((n,), bool),
-            jnp.zeros((n,), jnp.float32),
-            jnp.zeros((n,), jnp.int32),
-            jnp.int32(0),
-            key,
-        )
-        _, _, _, done, returns, lengths, _, _ = jax.lax.while_loop(cond, body, init)
-        return {"returns": returns, "lengths": lengths, "finished": done}
+    def cond(carry):
+        _, _, _, done, _, _, t, _ = carry
+        return (~jnp.all(done)) & (t < cap)
+
+    def body(carry):
+        env_state, ts, frames, done, returns, lengths, t, key = carry
+        key, search_key = jax.random.split(key)
+        env_state, ts = env.step(env_state, model.greedy_action(variables, stacked_obs(frames), search_key))
+        new = ts.episode_done & ~done
+        returns = jnp.where(new, ts.episode_return, returns)
+        lengths = jnp.where(new, ts.episode_length, lengths)
+        return env_state, ts, push_frame(frames, ts), done | new, returns, lengths, t + 1, key
+
+    init = (
+        env_state,
+        ts,
+        jnp.asarray(init_frames(ts.obs, model.frame_stack)),
+        jnp.zeros((n,), bool),
+        jnp.zeros((n,), jnp.float32),
+        jnp.zeros((n,), jnp.int32),
+        jnp.int32(0),
+        key,
+    )
+    _, _, _, done, returns, lengths, _, _ = jax.lax.while_loop(cond, body, init)
+    return {"returns": returns, "lengths": lengths, "finished": done}

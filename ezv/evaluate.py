@@ -41,10 +41,12 @@ def evaluate_variables(
 ) -> list[dict[str, np.ndarray]]:
     """One batch of `episodes` evaluation episodes per set of variables."""
     import ezv.envs as envs
-    from ezv.agent import Agent
+    from ezv.agent import greedy_episodes
+    from ezv.model import EZModel
 
     env = envs.make(cfg.env_id, episodes, seed, evaluation=True, **cfg.env_options)
-    evaluate_episodes = jax.jit(Agent(cfg, env, env).evaluate_episodes)
+    model = EZModel(cfg, env.spec)
+    evaluate_episodes = jax.jit(lambda params, batch_stats, key: greedy_episodes(model, env, params, batch_stats, key))
     results = []
     for i, v in enumerate(variables):
         key = jax.random.fold_in(jax.random.PRNGKey(seed), i)

@@ -156,13 +156,10 @@ class Program:
 
     # --- envpool pool shared by the seeds ---------------------------------------------------
 
-    def _split_seeds(self, tree: Any) -> Any:
-        return split_seeds(tree, self.num_seeds)
-
     def _init_shared(self, keys: jax.Array) -> SharedEnvState:
         env_state, ts = self.env.reset(keys[0])
         placeholder = jnp.zeros((self.num_seeds,), jnp.int32)
-        seeds = jax.vmap(self.agent.init_with_env)(keys, placeholder, self._split_seeds(ts))
+        seeds = jax.vmap(self.agent.init_with_env)(keys, placeholder, split_seeds(ts, self.num_seeds))
         return SharedEnvState(seeds=seeds, env_state=env_state)
 
     def _chunk_shared(self, state: SharedEnvState, start: jax.Array):
@@ -213,7 +210,8 @@ class Program:
         """Fresh episodes for envs whose state could not be saved (envpool), after a restore."""
         if self.shared_env:
             env_state, ts = self.env.reset(key)
-            seeds = jax.jit(jax.vmap(self.agent.adopt_envs))(state.seeds, state.seeds.env_state, self._split_seeds(ts))
+            adopt = jax.jit(jax.vmap(self.agent.adopt_envs))
+            seeds = adopt(state.seeds, state.seeds.env_state, split_seeds(ts, self.num_seeds))
             state = SharedEnvState(seeds=seeds, env_state=env_state)
         elif self.num_seeds > 1:
             raise NotImplementedError("vmapped seeds run on pure-JAX envs only")
