@@ -66,6 +66,9 @@ def maybe_learn(cfg: Config, state: Any, index: jax.Array, learn: Callable) -> t
     steps are collected (env steps count every env of the run), zeros of its metrics otherwise."""
     done = index + 1  # acting steps taken after this iteration's
     learning = (done * cfg.num_envs >= cfg.learning_starts) & (done % cfg.learn_every == 0)
+    # One trace of the learner, not two: the skip branch needs the shapes of its metrics, and a jitted
+    # `learn` keeps the trace `eval_shape` makes for the `cond` to reuse (half the chunk's tracing time).
+    learn = jax.jit(learn)
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(learn, state)[1])
     state, metrics = jax.lax.cond(learning, learn, lambda s: (s, zeros), state)
     learning = jnp.broadcast_to(learning.astype(jnp.float32), jax.tree.leaves(zeros)[0].shape)
@@ -222,45 +225,48 @@ class Agent:
 
     # --- evaluation -----------------------------------------------------------------------
 
-    def evaluate_episodes(self, params: Any, batch_stats: Any, key: jax.Array) -> dict[str, jax.Array]:
+    def evaluate_episodes(
+        self, params: Any, batch_stats: Any, key: jax.Array, max_steps: jax.Array | int | None = None
+    ) -> dict[str, jax.Array]:
         """One greedy episode per eval env (`greedy_episodes` with this agent's model and eval env)."""
         if self.eval_env is None:
             raise ValueError("this Agent was built without an evaluation env")
-        return greedy_episodes(self.model, self.eval_env, params, batch_stats, key)
+        return greedy_episodes(self.model, self.eval_env, params, batch_stats, key, max_steps)
 
 
-def greedy_episodes(model: EZModel, env: VecEnv, params: Any, batch_stats: Any, key: jax.Array) -> dict[str, jax.Array]:
+def greedy_episodes(
+    model: EZModel, env: VecEnv, params: Any, batch_stats: Any, key: jax.Array, max_steps: jax.Array | int | None = None
+) -> dict[str, jax.Array]:
     """One episode per env with the greedy search (`EZModel.greedy_action`) under the env's protocol
-    (an evaluation env: Atari raw rewards, no episodic life, 27k-step cap). Returns per env
-    {"returns", "lengths", "finished"}."""
+    (an evaluation env: Atari raw rewards, no episodic life, 27k-step cap). `max_steps` (traced, so
+    one compiled program serves every cap): stop every episode after this many agent steps, as the
+    references' periodic tests do; None: the env's own cap. Returns per env {"returns", "lengths",
+    "finished", "capped"}: an episode stopped by `max_steps` is `capped`, with its score so far."""
     n = env.num_envs
     variables = {"params": params, "batch_stats": batch_stats}
     env_key, key = jax.random.split(key)
     env_state, ts = env.reset(env_key)
     cap = env.spec.max_episode_steps + 2
+    limit = jnp.int32(cap) if max_steps is None else jnp.minimum(jnp.asarray(max_steps, jnp.int32), cap)
 
     def cond(carry):
-        _, _, _, done, _, _, t, _ = carry
-        return (~jnp.all(done)) & (t < cap)
+        _, _, _, done, _, _, _, t, _ = carry
+        return (~jnp.all(done)) & (t < limit)
 
     def body(carry):
-        env_state, ts, frames, done, returns, lengths, t, key = carry
+        env_state, ts, frames, done, returns, lengths, partial, t, key = carry
         key, search_key = jax.random.split(key)
         env_state, ts = env.step(env_state, model.greedy_action(variables, stacked_obs(frames), search_key))
         new = ts.episode_done & ~done
         returns = jnp.where(new, ts.episode_return, returns)
         lengths = jnp.where(new, ts.episode_length, lengths)
-        return env_state, ts, push_frame(frames, ts), done | new, returns, lengths, t + 1, key
+        partial = partial + jnp.where(done, 0.0, ts.reward)
+        return env_state, ts, push_frame(frames, ts), done | new, returns, lengths, partial, t + 1, key
 
-    init = (
-        env_state,
-        ts,
-        jnp.asarray(init_frames(ts.obs, model.frame_stack)),
-        jnp.zeros((n,), bool),
-        jnp.zeros((n,), jnp.float32),
-        jnp.zeros((n,), jnp.int32),
-        jnp.int32(0),
-        key,
-    )
-    _, _, _, done, returns, lengths, _, _ = jax.lax.while_loop(cond, body, init)
-    return {"returns": returns, "lengths": lengths, "finished": done}
+    zeros = jnp.zeros((n,), jnp.float32)
+    init = (env_state, ts, jnp.asarray(init_frames(ts.obs, model.frame_stack)), jnp.zeros((n,), bool), zeros,
+            jnp.zeros((n,), jnp.int32), zeros, jnp.int32(0), key)
+    _, _, _, done, returns, lengths, partial, t, _ = jax.lax.while_loop(cond, body, init)
+    capped = ~done & (t < cap)
+    return {"returns": jnp.where(capped, partial, returns), "lengths": jnp.where(capped, t, lengths),
+            "finished": done, "capped": capped}

@@ -59,6 +59,10 @@ class NetworkConfig:
     # Initial weights: flax's defaults (lecun_normal kernels, zero biases) or PyTorch's, as the
     # reference (U(±1/√fan_in) kernels and biases); see networks.torch_default_init.
     init: Literal["flax", "torch"] = "flax"
+    # Activations and matmul/convolution inputs (parameters stay float32; normalisation statistics, the
+    # value-prefix LSTM, logits, supports and losses are float32 either way). bfloat16 doubles the GPU's
+    # matmul peak and halves activation memory; it is slower on CPUs without bf16 units.
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
 
     @property
     def value_support(self) -> Support:
@@ -174,6 +178,10 @@ class Config:
     log_interval: int = run_setting(1_000)
     eval_interval: int = run_setting(10_000)  # env steps between evaluations (a multiple of log_interval)
     eval_episodes: int = run_setting(10)
+    # Agent steps after which a periodic evaluation stops an episode and scores it so far (None: the
+    # eval env's own cap, 27k on Atari). The run's final evaluation always plays to the env's cap. The
+    # references test with a lower cap during training for time (EZ-V1: 3000, then 27k at the end).
+    eval_max_episode_steps: int | None = run_setting(None)
     env_options: dict[str, int | float | bool | str] = dataclasses.field(default_factory=dict)
     quiet: bool = run_setting(False)  # no progress bar (logs still go to metrics.jsonl and stdout lines)
     # Checkpoints in RUN_DIR/checkpoints every this many env steps, and every as many updates in the
@@ -535,6 +543,8 @@ def _loop_errors(cfg: Config) -> list[str]:
         )
     if cfg.eval_episodes < 1:
         errors.append("--eval-episodes must be >= 1.")
+    if cfg.eval_max_episode_steps is not None and cfg.eval_max_episode_steps < 1:
+        errors.append("--eval-max-episode-steps must be >= 1 (or None: the eval env's own cap).")
     return errors
 
 

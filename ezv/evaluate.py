@@ -108,8 +108,10 @@ def record_video(cfg: Any, spec: Any, variables: dict[str, Any], path: str, seed
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    from ezv import compile_cache
     from ezv.checkpoint import CheckpointError
 
+    compile_cache.enable()
     parser = argparse.ArgumentParser(prog="python -m ezv.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="run directory, RUN_DIR/checkpoints/<step>, or an exported .ezv file")

@@ -61,30 +61,38 @@ def check_finite(per_seed: list[dict[str, Any]], seeds: list[int], updates_befor
 
 
 def episode_summary(result: dict[str, Any], dtype: Any = None) -> dict[str, Any]:
-    """One seed's evaluation ({"returns", "lengths", "finished"} per episode) over its finished
-    episodes: episodes, unfinished, and when any finished return_mean, return_std, length_mean, returns.
-    `dtype`: of the reductions (None: the returns' own, float32 from the device, as metrics.jsonl
-    has always logged them)."""
+    """One seed's evaluation ({"returns", "lengths", "finished"[, "capped"]} per episode) over its
+    scored episodes: the finished ones and those stopped by an evaluation cap (`capped`, scored so
+    far, as the references' periodic tests score them). Gives episodes, unfinished, capped, and when
+    any was scored return_mean, return_std, length_mean, returns. `dtype`: of the reductions (None:
+    the returns' own, float32 from the device, as metrics.jsonl has always logged them)."""
     finished = np.asarray(result["finished"])
-    returns = np.asarray(result["returns"], dtype=dtype)[finished]
-    summary: dict[str, Any] = {"episodes": int(finished.sum()), "unfinished": int((~finished).sum())}
+    capped = np.asarray(result.get("capped", np.zeros_like(finished)))
+    scored = finished | capped
+    returns = np.asarray(result["returns"], dtype=dtype)[scored]
+    summary: dict[str, Any] = {"episodes": int(scored.sum()), "unfinished": int((~scored).sum()),
+                               "capped": int(capped.sum())}
     if returns.size:
         summary.update(return_mean=float(returns.mean()), return_std=float(returns.std()),
-                       length_mean=float(np.asarray(result["lengths"])[finished].mean()), returns=returns.tolist())
+                       length_mean=float(np.asarray(result["lengths"])[scored].mean()), returns=returns.tolist())
     return summary
 
 
 def eval_row(result: dict[str, Any]) -> dict[str, float]:
-    """The metrics.jsonl fields of one seed's evaluation during training."""
+    """The metrics.jsonl fields of one seed's evaluation during training (`eval_capped`: how many of
+    its episodes the periodic cap stopped, when any did)."""
     summary = episode_summary(result)
     if "return_mean" not in summary:
         return {"eval_episodes": 0}
-    return {
+    row = {
         "eval_return_mean": summary["return_mean"],
         "eval_return_std": summary["return_std"],
         "eval_episodes": summary["episodes"],
         "eval_length_mean": summary["length_mean"],
     }
+    if summary["capped"]:
+        row["eval_capped"] = summary["capped"]
+    return row
 
 
 def mean_present(values: list[float | None]) -> float | None:

@@ -32,6 +32,13 @@ BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 Conv = functools.partial(nn.Conv, use_bias=False)
 
 
+def compute_dtype(cfg: NetworkConfig) -> Any:
+    """The dtype of activations and of the inputs of matmuls and convolutions (parameters, their
+    gradients and the optimiser stay float32; normalisation statistics, the value-prefix LSTM,
+    logits, supports and losses are float32 in both). None: float32, flax's default."""
+    return jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else None
+
+
 def scale_gradient(x: jax.Array, scale: float) -> jax.Array:
     """Identity forward; multiplies the gradient by `scale` (MuZero's 0.5 on unrolled latents)."""
     return x * scale + jax.lax.stop_gradient(x) * (1.0 - scale)
@@ -44,13 +51,16 @@ class MLP(nn.Module):
     out: int
     act: Callable = nn.relu
     zero_init: bool = False
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool):
+        norm = functools.partial(BatchNorm, use_running_average=not train, dtype=self.dtype)
         for width in self.hidden:
-            x = self.act(BatchNorm(use_running_average=not train)(nn.Dense(width)(x)))
+            x = self.act(norm()(nn.Dense(width, dtype=self.dtype)(x)))
         init = nn.initializers.zeros if self.zero_init else nn.initializers.lecun_normal()
-        return nn.Dense(self.out, kernel_init=init, bias_init=nn.initializers.zeros)(x)
+        out = nn.Dense(self.out, kernel_init=init, bias_init=nn.initializers.zeros, dtype=self.dtype)(x)
+        return out.astype(jnp.float32)  # logits: supports and losses in float32
 
 
 # --- conv family (§2.1) ------------------------------------------------------------------
@@ -61,15 +71,17 @@ class ResBlock(nn.Module):
 
     channels: int
     stride: int = 1
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool):
-        y = Conv(self.channels, (3, 3), strides=self.stride, padding=1)(x)
-        y = nn.relu(BatchNorm(use_running_average=not train)(y))
-        y = Conv(self.channels, (3, 3), padding=1)(y)
-        y = BatchNorm(use_running_average=not train)(y)
+        norm = functools.partial(BatchNorm, use_running_average=not train, dtype=self.dtype)
+        y = Conv(self.channels, (3, 3), strides=self.stride, padding=1, dtype=self.dtype)(x)
+        y = nn.relu(norm()(y))
+        y = Conv(self.channels, (3, 3), padding=1, dtype=self.dtype)(y)
+        y = norm()(y)
         if self.stride != 1 or x.shape[-1] != self.channels:
-            x = Conv(self.channels, (3, 3), strides=self.stride, padding=1)(x)
+            x = Conv(self.channels, (3, 3), strides=self.stride, padding=1, dtype=self.dtype)(x)
         return nn.relu(y + x)
 
 
@@ -81,20 +93,22 @@ def _avg_pool(x):
 class ConvRepresentation(nn.Module):
     channels: int
     res_blocks: int
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, obs, train: bool):
+        block = functools.partial(ResBlock, dtype=self.dtype)
         x = obs.astype(jnp.float32) / 255.0
-        x = Conv(self.channels // 2, (3, 3), strides=2, padding=1)(x)
-        x = nn.relu(BatchNorm(use_running_average=not train)(x))
-        x = ResBlock(self.channels // 2)(x, train)
-        x = ResBlock(self.channels, stride=2)(x, train)
-        x = ResBlock(self.channels)(x, train)
+        x = Conv(self.channels // 2, (3, 3), strides=2, padding=1, dtype=self.dtype)(x)
+        x = nn.relu(BatchNorm(use_running_average=not train, dtype=self.dtype)(x))
+        x = block(self.channels // 2)(x, train)
+        x = block(self.channels, stride=2)(x, train)
+        x = block(self.channels)(x, train)
         x = _avg_pool(x)
-        x = ResBlock(self.channels)(x, train)
+        x = block(self.channels)(x, train)
         x = _avg_pool(x)
         for _ in range(self.res_blocks):
-            x = ResBlock(self.channels)(x, train)
+            x = block(self.channels)(x, train)
         return x
 
 
@@ -102,18 +116,20 @@ class ConvDynamics(nn.Module):
     channels: int
     res_blocks: int
     num_actions: int
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, state, action, train: bool):
         plane = jnp.broadcast_to(
             (action.astype(jnp.float32) / self.num_actions)[:, None, None, None], state.shape[:-1] + (1,)
         )
-        a = nn.Conv(16, (1, 1))(plane)
-        a = nn.relu(nn.LayerNorm(reduction_axes=(-3, -2, -1), feature_axes=(-3, -2, -1))(a))
-        x = Conv(self.channels, (3, 3), padding=1)(jnp.concatenate([state, a], axis=-1))
-        x = nn.relu(BatchNorm(use_running_average=not train)(x) + state)
+        a = nn.Conv(16, (1, 1), dtype=self.dtype)(plane)
+        a = nn.relu(nn.LayerNorm(reduction_axes=(-3, -2, -1), feature_axes=(-3, -2, -1), dtype=self.dtype)(a))
+        x = jnp.concatenate([state, a.astype(state.dtype)], axis=-1)
+        x = Conv(self.channels, (3, 3), padding=1, dtype=self.dtype)(x)
+        x = nn.relu(BatchNorm(use_running_average=not train, dtype=self.dtype)(x) + state)
         for _ in range(self.res_blocks):
-            x = ResBlock(self.channels)(x, train)
+            x = ResBlock(self.channels, dtype=self.dtype)(x, train)
         return x
 
 
@@ -121,11 +137,12 @@ class ConvHeadInput(nn.Module):
     """conv1x1 -> BN -> ReLU -> flatten, the entry of every conv head."""
 
     reduced_channels: int
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool):
-        x = Conv(self.reduced_channels, (1, 1))(x)
-        x = nn.relu(BatchNorm(use_running_average=not train)(x))
+        x = Conv(self.reduced_channels, (1, 1), dtype=self.dtype)(x)
+        x = nn.relu(BatchNorm(use_running_average=not train, dtype=self.dtype)(x))
         return x.reshape(x.shape[0], -1)
 
 
@@ -159,11 +176,12 @@ class ResidualMLPBlock(nn.Module):
     """Pre-LN residual block: x + Dense(d)(ReLU(Dense(h)(LN(x))))."""
 
     hidden: int
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
-        y = nn.Dense(self.hidden)(nn.LayerNorm()(x))
-        return x + nn.Dense(x.shape[-1])(nn.relu(y))
+        y = nn.Dense(self.hidden, dtype=self.dtype)(nn.LayerNorm(dtype=self.dtype)(x))
+        return x + nn.Dense(x.shape[-1], dtype=self.dtype)(nn.relu(y))
 
 
 class MLPRepresentation(nn.Module):
@@ -171,15 +189,16 @@ class MLPRepresentation(nn.Module):
     hidden: int
     blocks: int
     normalize: bool
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, obs, train: bool):
         x = obs.reshape(obs.shape[0], -1).astype(jnp.float32)
         if self.normalize:
             x = RunningNorm()(x, train)
-        x = jnp.tanh(nn.LayerNorm()(nn.Dense(self.latent_dim)(x)))
+        x = jnp.tanh(nn.LayerNorm(dtype=self.dtype)(nn.Dense(self.latent_dim, dtype=self.dtype)(x)))
         for _ in range(self.blocks):
-            x = ResidualMLPBlock(self.hidden)(x)
+            x = ResidualMLPBlock(self.hidden, dtype=self.dtype)(x)
         return x
 
 
@@ -188,17 +207,19 @@ class MLPDynamics(nn.Module):
     blocks: int
     action_embedding: int
     num_actions: int | None  # None: continuous actions
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, state, action, train: bool):
         del train
+        dense = functools.partial(nn.Dense, dtype=self.dtype)
         if self.num_actions is not None:
             action = jax.nn.one_hot(action, self.num_actions)
-        a = nn.relu(nn.LayerNorm()(nn.Dense(self.action_embedding)(action.astype(jnp.float32))))
-        x = nn.LayerNorm()(jnp.concatenate([state, a], axis=-1))
-        x = state + nn.Dense(state.shape[-1])(nn.relu(nn.Dense(self.hidden)(x)))
+        a = nn.relu(nn.LayerNorm(dtype=self.dtype)(dense(self.action_embedding)(action.astype(jnp.float32))))
+        x = nn.LayerNorm(dtype=self.dtype)(jnp.concatenate([state, a.astype(state.dtype)], axis=-1))
+        x = state + dense(state.shape[-1])(nn.relu(dense(self.hidden)(x)))
         for _ in range(self.blocks):
-            x = ResidualMLPBlock(self.hidden)(x)
+            x = ResidualMLPBlock(self.hidden, dtype=self.dtype)(x)
         return x
 
 
@@ -212,16 +233,16 @@ class RewardHead(nn.Module):
 
     @nn.compact
     def __call__(self, next_state, lstm_carry, train: bool):
-        c = self.cfg
+        c, dt = self.cfg, compute_dtype(self.cfg)
         if c.architecture == "conv":
-            x, act, hidden = ConvHeadInput(c.reduced_channels)(next_state, train), nn.elu, c.conv_head_hidden
+            x, act, hidden = ConvHeadInput(c.reduced_channels, dt)(next_state, train), nn.elu, c.conv_head_hidden
         else:
-            x = nn.LayerNorm()(ResidualMLPBlock(c.latent_dim)(next_state))
+            x = nn.LayerNorm(dtype=dt)(ResidualMLPBlock(c.latent_dim, dt)(next_state))
             act, hidden = nn.relu, c.mlp_head_hidden
-        if c.value_prefix:
-            lstm_carry, x = nn.OptimizedLSTMCell(c.lstm_hidden)(lstm_carry, x)
-            x = nn.relu(BatchNorm(use_running_average=not train)(x))
-        logits = MLP(hidden, c.reward_bins, act=act, zero_init=True)(x, train)
+        if c.value_prefix:  # the LSTM and its carry in float32: the carry accumulates over the horizon
+            lstm_carry, x = nn.OptimizedLSTMCell(c.lstm_hidden)(lstm_carry, x.astype(jnp.float32))
+            x = nn.relu(BatchNorm(use_running_average=not train, dtype=dt)(x))
+        logits = MLP(hidden, c.reward_bins, act=act, zero_init=True, dtype=dt)(x, train)
         return lstm_carry, logits
 
 
@@ -231,18 +252,18 @@ class Prediction(nn.Module):
 
     @nn.compact
     def __call__(self, state, train: bool):
-        c = self.cfg
+        c, dt = self.cfg, compute_dtype(self.cfg)
         if c.architecture == "conv":
-            x = ResBlock(c.channels)(state, train)
-            v = ConvHeadInput(c.reduced_channels)(x, train)
-            p = ConvHeadInput(c.reduced_channels)(x, train)
-            value = MLP(c.conv_head_hidden, c.value_bins, act=nn.elu, zero_init=True)(v, train)
-            policy = MLP(c.conv_head_hidden, self.policy_outputs, act=nn.elu, zero_init=True)(p, train)
+            x = ResBlock(c.channels, dtype=dt)(state, train)
+            v = ConvHeadInput(c.reduced_channels, dt)(x, train)
+            p = ConvHeadInput(c.reduced_channels, dt)(x, train)
+            value = MLP(c.conv_head_hidden, c.value_bins, act=nn.elu, zero_init=True, dtype=dt)(v, train)
+            policy = MLP(c.conv_head_hidden, self.policy_outputs, act=nn.elu, zero_init=True, dtype=dt)(p, train)
         else:
-            v = nn.LayerNorm()(ResidualMLPBlock(c.latent_dim)(state))
-            p = nn.LayerNorm()(ResidualMLPBlock(c.latent_dim)(state))
-            value = MLP(c.mlp_head_hidden, c.value_bins, act=nn.relu)(v, train)
-            policy = MLP(c.mlp_head_hidden, self.policy_outputs, act=nn.relu, zero_init=True)(p, train)
+            v = nn.LayerNorm(dtype=dt)(ResidualMLPBlock(c.latent_dim, dt)(state))
+            p = nn.LayerNorm(dtype=dt)(ResidualMLPBlock(c.latent_dim, dt)(state))
+            value = MLP(c.mlp_head_hidden, c.value_bins, act=nn.relu, dtype=dt)(v, train)
+            policy = MLP(c.mlp_head_hidden, self.policy_outputs, act=nn.relu, zero_init=True, dtype=dt)(p, train)
         return policy, value
 
 
@@ -251,15 +272,16 @@ class Projector(nn.Module):
 
     @nn.compact
     def __call__(self, state, train: bool):
-        c = self.cfg
+        c, dt = self.cfg, compute_dtype(self.cfg)
         x = state.reshape(state.shape[0], -1)
         if c.architecture == "conv":
-            norm = lambda: BatchNorm(use_running_average=not train)  # noqa: E731
+            norm = functools.partial(BatchNorm, use_running_average=not train, dtype=dt)
         else:
-            norm = nn.LayerNorm
-        x = nn.relu(norm()(nn.Dense(c.projection_hidden)(x)))
-        x = nn.relu(norm()(nn.Dense(c.projection_hidden)(x)))
-        return norm()(nn.Dense(c.projection_dim)(x))
+            norm = functools.partial(nn.LayerNorm, dtype=dt)
+        dense = functools.partial(nn.Dense, dtype=dt)
+        x = nn.relu(norm()(dense(c.projection_hidden)(x)))
+        x = nn.relu(norm()(dense(c.projection_hidden)(x)))
+        return norm()(dense(c.projection_dim)(x))
 
 
 class ProjectionPredictor(nn.Module):
@@ -267,9 +289,10 @@ class ProjectionPredictor(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        c = self.cfg
-        norm = BatchNorm(use_running_average=not train) if c.architecture == "conv" else nn.LayerNorm()
-        return nn.Dense(c.projection_dim)(nn.relu(norm(nn.Dense(c.predictor_hidden)(x))))
+        c, dt = self.cfg, compute_dtype(self.cfg)
+        conv = c.architecture == "conv"
+        norm = BatchNorm(use_running_average=not train, dtype=dt) if conv else nn.LayerNorm(dtype=dt)
+        return nn.Dense(c.projection_dim, dtype=dt)(nn.relu(norm(nn.Dense(c.predictor_hidden, dtype=dt)(x))))
 
 
 # --- the whole model ---------------------------------------------------------------------
@@ -291,15 +314,15 @@ class EZNet(nn.Module):
         return self.num_actions if self.num_actions is not None else 2 * self.action_dim
 
     def setup(self):
-        c = self.cfg
+        c, dt = self.cfg, compute_dtype(self.cfg)
         if c.architecture == "conv":
             if self.num_actions is None:
                 raise NotImplementedError("the conv dynamics of this version takes discrete actions only")
-            self.representation = ConvRepresentation(c.channels, c.res_blocks)
-            self.dynamics_net = ConvDynamics(c.channels, c.res_blocks, self.num_actions)
+            self.representation = ConvRepresentation(c.channels, c.res_blocks, dt)
+            self.dynamics_net = ConvDynamics(c.channels, c.res_blocks, self.num_actions, dt)
         else:
-            self.representation = MLPRepresentation(c.latent_dim, c.mlp_hidden, c.mlp_blocks, c.normalize_obs)
-            self.dynamics_net = MLPDynamics(c.mlp_hidden, c.mlp_blocks, c.action_embedding, self.num_actions)
+            self.representation = MLPRepresentation(c.latent_dim, c.mlp_hidden, c.mlp_blocks, c.normalize_obs, dt)
+            self.dynamics_net = MLPDynamics(c.mlp_hidden, c.mlp_blocks, c.action_embedding, self.num_actions, dt)
         self.reward_head = RewardHead(c)
         self.prediction = Prediction(c, self.policy_outputs)
         self.projector = Projector(c)
@@ -321,7 +344,7 @@ class EZNet(nn.Module):
     def project(self, state, train: bool = False, predict: bool = False):
         """SimSiam projection of a latent; with `predict`, followed by the predictor."""
         z = self.projector(state, train)
-        return self.predictor(z, train) if predict else z
+        return (self.predictor(z, train) if predict else z).astype(jnp.float32)  # the consistency loss in float32
 
     def unroll(self, obs, actions, next_obs, train: bool = True):
         """The learner's forward pass (reference §5).

@@ -119,7 +119,7 @@ class Program:
     def _build(self) -> None:
         agent, multi = self.agent, self.num_seeds > 1
         self._evaluate_one = jax.jit(agent.evaluate_episodes)
-        self._evaluate_seeds = jax.jit(jax.vmap(agent.evaluate_episodes))
+        self._evaluate_seeds = jax.jit(jax.vmap(agent.evaluate_episodes, in_axes=(0, 0, 0, None)))
         if self.shared_env:
             self._init = jax.jit(self._init_shared)
             self._chunk = jax.jit(self._chunk_shared, donate_argnums=0)
@@ -243,20 +243,23 @@ class Program:
         model = {"params": ts.params, "batch_stats": ts.batch_stats}
         return jax.tree.map(lambda x: x[0], model) if self.mesh is not None else model
 
-    def evaluate_seeds(self, state: Any, env_steps: int) -> list[dict[str, np.ndarray]]:
-        """One evaluation per seed (greedy search, the domain's evaluation protocol)."""
+    def evaluate_seeds(self, state: Any, env_steps: int, max_steps: int | None = None) -> list[dict[str, np.ndarray]]:
+        """One evaluation per seed (greedy search, the domain's evaluation protocol), every episode
+        stopped after `max_steps` agent steps (None: the eval env's own cap). The cap is an argument
+        of the one compiled evaluation, so periodic and final evaluations share it."""
+        limit = np.int32(self.eval_env.spec.max_episode_steps + 2 if max_steps is None else max_steps)
         eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, env_steps))(self.seed_keys()[1])
         if self.num_seeds > 1 and self.pure:
             ts = self.train_states(state)
             params, stats = ts.params, ts.batch_stats
             if self.mesh is not None:
                 params, stats = jax.tree.map(lambda x: x[0], (params, stats))
-            out = jax.device_get(self._evaluate_seeds(params, stats, eval_keys))
+            out = jax.device_get(self._evaluate_seeds(params, stats, eval_keys, limit))
             return [{k: v[i] for k, v in out.items()} for i in range(self.num_seeds)]
         results = []
         for i in range(self.num_seeds):
             params, stats = self.seed_variables(state, i)
-            results.append(jax.device_get(self._evaluate_one(params, stats, eval_keys[i])))
+            results.append(jax.device_get(self._evaluate_one(params, stats, eval_keys[i], limit)))
         return results
 
     def seed_metrics(self, metrics: dict[str, jax.Array]) -> list[dict[str, np.ndarray]]:

@@ -125,6 +125,12 @@ class Run:
             where = (f"the last good checkpoint is {last}" if self.last_saved is not None
                      else "no checkpoint was written before it")
             raise Diverged(f"{e} The run stops; {where} (nothing after it was saved).") from None
+        except KeyboardInterrupt:
+            saved = (f"its newest checkpoint is {self.last_saved}; continue it with `python -m ezv.train --resume "
+                     f"{self.run_dir}`" if self.last_saved is not None else "no checkpoint was written yet")
+            self.progress.print(f"interrupted at {self.env_steps} env steps: {self.run_dir} keeps what was logged; "
+                                f"{saved}")
+            raise
         finally:
             self.close()
         print(f"done in {time.perf_counter() - self.started:.0f}s; final eval return {self.last_eval}; metrics in "
@@ -157,7 +163,8 @@ class Run:
             done = self.env_steps >= cfg.total_env_steps
             self.log_chunk(rows, self.env_steps % cfg.eval_interval == 0 or done, rates["env_steps_per_s"],
                            rates["updates_per_s"],
-                           self.env_steps if (every and self.env_steps % every == 0) or done else None)
+                           self.env_steps if (every and self.env_steps % every == 0) or done else None,
+                           final=done and self.offline_done >= cfg.offline_updates)
             self.previous_time = time.perf_counter()
 
     def offline(self) -> None:
@@ -182,7 +189,7 @@ class Run:
                     for s, m in zip(self.seeds, per_seed)]
             done = self.offline_done == cfg.offline_updates
             save_at = self.env_steps + self.offline_done if (every and self.offline_done % every == 0) or done else None
-            self.log_chunk(rows, done, 0.0, rate, save_at)
+            self.log_chunk(rows, done, 0.0, rate, save_at, final=done)
             self.previous_time = time.perf_counter()
 
     # --- what a chunk leaves behind ------------------------------------------------------------
@@ -192,9 +199,9 @@ class Run:
         return round(self.wall0 + time.perf_counter() - self.started, 3)
 
     def log_chunk(self, rows: list[dict], evaluate_now: bool, env_rate: float, update_rate: float,
-                  save_at: int | None) -> None:
+                  save_at: int | None, final: bool = False) -> None:
         if evaluate_now:
-            self.evaluate_into(rows)
+            self.evaluate_into(rows, final)
         for row in rows:
             row["wall_s"] = self.wall()
         self.log.write(rows)
@@ -202,9 +209,11 @@ class Run:
         if save_at is not None:
             self.save(save_at)
 
-    def evaluate_into(self, rows: list[dict]) -> None:
-        """One evaluation per seed, added to that seed's row."""
-        for row, result in zip(rows, self.program.evaluate_seeds(self.state, self.env_steps)):
+    def evaluate_into(self, rows: list[dict], final: bool = False) -> None:
+        """One evaluation per seed, added to that seed's row; periodic ones stop episodes at
+        `eval_max_episode_steps`, the run's final one plays them to the env's cap."""
+        max_steps = None if final else self.cfg.eval_max_episode_steps
+        for row, result in zip(rows, self.program.evaluate_seeds(self.state, self.env_steps, max_steps)):
             row.update(eval_row(result))
         self.last_eval = mean_present([r.get("eval_return_mean") for r in rows])
 

@@ -20,6 +20,7 @@ from ezv.metrics import Diverged
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130  # the shell's code for SIGINT
 
 
 # --- configuration -------------------------------------------------------------------------
@@ -70,9 +71,11 @@ def train(cfg: Config) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     import ezv.envs as envs
+    from ezv import compile_cache
     from ezv.checkpoint import CheckpointError
 
     argv = sys.argv[1:] if argv is None else argv
+    compile_cache.enable()
     try:
         cfg = resolve_config(argv)
         train(cfg)
@@ -82,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except Diverged as e:
         print(f"error: training diverged: {e}", file=sys.stderr)
         sys.exit(EXIT_DIVERGED)
+    except KeyboardInterrupt:  # Ctrl-C or SIGINT: the run said what it kept; no traceback
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 that several tests build (CLI runs, their resumes, subprocess runs) compile once per session, and
 the one uninterrupted tiny run that the checkpoint/resume and export/evaluate/plot tests share."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import jax
@@ -10,7 +12,10 @@ import pytest
 
 from cli_helpers import LONG, TINY_FLAGS
 
-CACHE_DIR = os.environ.setdefault("EZV_TEST_XLA_CACHE", tempfile.mkdtemp(prefix="ezv-test-xla-cache-"))
+if "EZV_TEST_XLA_CACHE" not in os.environ:  # this session's own cache, removed when it ends
+    os.environ["EZV_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="ezv-test-xla-cache-")
+    atexit.register(shutil.rmtree, os.environ["EZV_TEST_XLA_CACHE"], ignore_errors=True)
+CACHE_DIR = os.environ["EZV_TEST_XLA_CACHE"]
 jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 

@@ -72,14 +72,26 @@ def test_evaluation_plays_one_greedy_episode_per_eval_env(cartpole_agent):
     np.testing.assert_allclose(result["returns"], result["lengths"])
     again = jax.device_get(evaluate_episodes(cartpole_agent)(state.params, state.batch_stats, jax.random.PRNGKey(1)))
     np.testing.assert_array_equal(result["returns"], again["returns"])
+    assert not result["capped"].any()
 
 
-def test_the_atari_image_pipeline_runs_end_to_end():
-    """Conv network, value-prefix LSTM, 4-frame stacks rebuilt from single uint8 frames, augmentation."""
+def test_an_evaluation_cap_stops_every_episode_and_scores_it_so_far(cartpole_agent):
+    state = cartpole_agent.init(jax.random.PRNGKey(0))
+    evaluate = evaluate_episodes(cartpole_agent)
+    capped = jax.device_get(evaluate(state.params, state.batch_stats, jax.random.PRNGKey(1), 5))
+    assert capped["capped"].all() and not capped["finished"].any()
+    np.testing.assert_array_equal(capped["lengths"], 5)
+    np.testing.assert_allclose(capped["returns"], 5.0)  # 1 per step; CartPole cannot fail in 5 steps
+
+
+@pytest.mark.parametrize("compute_dtype", ["float32", "bfloat16"])
+def test_the_atari_image_pipeline_runs_end_to_end(compute_dtype):
+    """Conv network, value-prefix LSTM, 4-frame stacks rebuilt from single uint8 frames, augmentation;
+    with bfloat16 activations too, the parameters and the optimiser staying float32."""
     net = dataclasses.replace(
         NetworkConfig(), channels=8, reduced_channels=4, conv_head_hidden=(8,), lstm_hidden=16, value_bins=31,
         value_h_max=15.0, reward_bins=31, reward_h_max=15.0, projection_hidden=16, projection_dim=16,
-        predictor_hidden=8,
+        predictor_hidden=8, compute_dtype=compute_dtype,
     )
     cfg = dataclasses.replace(
         tiny_config("classic"), network=net, learning_starts=24, log_interval=24, num_envs=2, replay_ratio=0.5,
@@ -98,6 +110,8 @@ def test_the_atari_image_pipeline_runs_end_to_end():
     for name in ("loss", "value_loss", "policy_loss", "reward_loss", "consistency_loss", "grad_norm"):
         assert np.isfinite(metrics[name][learned]).all(), name
     assert int(state.updates) > 0
+    assert {leaf.dtype for leaf in jax.tree.leaves((state.params, state.opt_state))} <= {jnp.dtype("float32"),
+                                                                                     jnp.dtype("int32")}
 
 
 def test_the_tree_q_normalisation_trains_through_the_compiled_loop():

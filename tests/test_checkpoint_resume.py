@@ -45,6 +45,20 @@ def test_kill_minus_9_then_resume_gives_the_metrics_of_an_uninterrupted_run(stra
     assert ckpt.available_steps(run_dir)[-1] == 400
 
 
+def test_ctrl_c_stops_a_run_without_a_traceback_and_says_how_to_resume_it(tmp_path):
+    run_dir = str(tmp_path / "interrupted")
+    proc = train_process(["--env-id", "CartPole-v1", "--run-dir", run_dir, *TINY_FLAGS, *LONG])
+    deadline = time.time() + 600
+    while not ckpt.available_steps(run_dir) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before it could be interrupted: {proc.communicate()[1][-2000:]}"
+    os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and f"--resume {run_dir}" in out, (out[-2000:], err[-2000:])
+    assert ckpt.available_steps(run_dir), "the checkpoints written before the interrupt are kept"
+
+
 def test_resume_continues_a_finished_run_with_more_env_steps(straight_run, tmp_path, capsys):
     import shutil
 

@@ -24,10 +24,13 @@ def train_cartpole(tmp_path, steps: int, seed: int = 0) -> list[tuple[int, float
     return eval_curve(run_dir)
 
 
-def test_cartpole_reaches_an_eval_return_of_200_within_10k_env_steps(tmp_path):
+def test_cartpole_balances_for_most_of_its_evaluations_after_5k_env_steps(tmp_path):
+    """An evaluation every 400 env steps; an untrained agent scores ~10-100 (once in a while more, by
+    luck), a trained one 500. From 5k env steps on, the evaluations must average at least 300."""
     curve = train_cartpole(tmp_path, 10_000)
-    assert [s for s, _ in curve] == [2_000, 4_000, 6_000, 8_000, 10_000]
-    assert max(r for _, r in curve) >= 200, curve
+    assert [s for s, _ in curve] == list(range(400, 10_001, 400))
+    late = [r for s, r in curve if s > 5_000]
+    assert sum(late) / len(late) >= 300, curve
 
 
 @pytest.mark.slow

@@ -35,9 +35,9 @@ def test_continuous_classic_tasks_get_the_small_control_preset():
     assert resolve_config(["--env-id", "dmc/CartpoleBalance", "--preset", "control"]).preset == "control"
 
 
-def test_a_short_run_writes_config_and_metrics(tmp_path):
+def test_a_short_run_writes_config_and_metrics_and_caps_only_the_periodic_evaluations(tmp_path):
     run_dir = str(tmp_path / "run")
-    main(["--env-id", "CartPole-v1", "--seed", "1", "--run-dir", run_dir, *TINY_FLAGS])
+    main(["--env-id", "CartPole-v1", "--seed", "1", "--run-dir", run_dir, *TINY_FLAGS, "--eval-max-episode-steps", "3"])
     with open(os.path.join(run_dir, "config.yaml")) as f:
         saved = yaml.safe_load(f)
     assert saved["config"]["env_id"] == "CartPole-v1" and saved["config"]["seed"] == 1
@@ -50,6 +50,10 @@ def test_a_short_run_writes_config_and_metrics(tmp_path):
                     "eval_episodes"):
             assert key in row, key
     assert rows[-1]["updates"] > 0 and rows[-1]["eval_episodes"] == 2
+    # The periodic evaluation stopped both episodes after 3 steps and scored them so far (CartPole
+    # pays 1 per step and cannot fail in 3); the final one played them to the end.
+    assert rows[0]["eval_capped"] == 2 and rows[0]["eval_length_mean"] == 3 and rows[0]["eval_return_mean"] == 3
+    assert "eval_capped" not in rows[-1] and rows[-1]["eval_length_mean"] > 3
 
 
 def test_an_unknown_env_id_fails_with_close_matches(capsys):
@@ -146,3 +150,24 @@ def test_an_atari_run_from_before_the_game_length_fix_resumes_with_a_note(tmp_pa
                                           ("Breakout-MinAtar", "node"), ("Pendulum-v1", "node")])
 def test_reference_presets_normalise_q_per_tree_and_the_small_cpu_presets_per_node(env_id, rule):
     assert resolve_config(["--env-id", env_id]).search.q_normalisation == rule
+
+
+def test_the_compilation_cache_is_on_by_default_in_the_users_cache_and_can_be_moved_or_turned_off(
+        monkeypatch, tmp_path):
+    import jax
+
+    from ezv import compile_cache
+
+    configured = jax.config.jax_compilation_cache_dir  # the test session's own cache
+    monkeypatch.setenv("EZV_COMPILATION_CACHE", "off")
+    assert compile_cache.enable() is None
+    monkeypatch.delenv("EZV_COMPILATION_CACHE")
+    assert compile_cache.enable() == configured  # a cache jax was already given is kept
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert compile_cache.default_dir() == str(tmp_path / "xdg" / "ezv" / "xla")
+    monkeypatch.setenv("EZV_COMPILATION_CACHE", str(tmp_path / "mine"))
+    try:
+        assert compile_cache.enable() == str(tmp_path / "mine")
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "mine") and (tmp_path / "mine").is_dir()
+    finally:
+        jax.config.update("jax_compilation_cache_dir", configured)
