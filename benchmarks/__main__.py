@@ -15,7 +15,10 @@ SUBCOMMANDS = {
     "search": "search simulations/s and roots/s vs batch size (Atari and DMC networks)",
     "loop": "full-loop env steps/s, updates/s, stage split (learner) and model FLOPs of one preset",
     "seeds": "wall-clock of N = 1, 4, 8 seeds vmapped in one program",
+    "launches": "kernels and host syncs per loop stage: the GPU launch proxy (device-independent)",
     "flops": "model FLOPs of an update and an acting iteration per preset (device-independent)",
+    "xla_flags": "the search under XLA flag sets that put loops in CUDA graphs (GPU; one process per set)",
+    "solve": "whole-process time to a greedy evaluation threshold (CartPole 195), cold and warm compile cache",
     "learning": "evaluation return vs env steps and wall-clock over seeds",
     "identity": "refactor check: two short runs must log the same metrics as this machine's baseline",
 }

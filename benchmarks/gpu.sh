@@ -6,8 +6,12 @@
 #
 # If the machine lacks ezv's dependencies but has jax[cuda] (flax, optax, chex, orbax), build the
 # wheels first on a machine with a package index (`bash ../shared/tools/device-wheels.sh` writes .whl/)
-# and copy .whl/ with the repository; this script installs them into /tmp/site. BUDGET_S (default 420)
-# is the time after which no further benchmark part starts.
+# and copy .whl/ with the repository; this script installs them into /tmp/site.
+#
+# Knobs (environment variables): PARTS and BUDGET_S (benchmarks, below), LEARN_ENV, LEARN_S and FULL (the
+# learning run). Defaults fit one 10-minute call: ~1 min set-up and compile, 330 s of benchmarks, 150 s of
+# learning. Test it on a CPU with a tiny budget before a GPU session:
+#   BUDGET_S=1 PARTS=flags LEARN_S=60 LEARN_ENV=CartPole-v1 bash benchmarks/gpu.sh /tmp/gpu-dry-run
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR="${1:-${OUT:-benchmarks/out/gpu}}"
@@ -21,6 +25,27 @@ export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 MUJOCO_GL="${MUJOCO_
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null; } | tee "$OUT_DIR/machine.txt"
 python3 -c "import jax, flax, mctx; print('jax', jax.__version__, 'flax', flax.__version__, 'mctx', mctx.__version__, jax.devices())" \
     | tee -a "$OUT_DIR/machine.txt"
-# PARTS: a subset, e.g. "peak loop/atari seeds" (default: all, most needed first).
-python3 -m benchmarks all --profile --out "$OUT_DIR" --budget-s "${BUDGET_S:-420}" ${PARTS:+--parts $PARTS} 2>&1 \
-    | tee "$OUT_DIR/log.txt"
+# 1. Benchmarks. PARTS: a subset, e.g. "peak loop/atari flags" (default: the ones a GPU session most
+# needs, in that order). BUDGET_S (default 330): no further part starts after it.
+python3 -m benchmarks all --profile --out "$OUT_DIR" --budget-s "${BUDGET_S:-330}" \
+    --parts ${PARTS:-peak loop/atari flags loop/atari_bf16 loop/dmc_state search seeds} 2>&1 | tee "$OUT_DIR/log.txt"
+
+# 2. A learning run: LEARN_ENV (default Pong-v5), 2 seeds in one program, evaluations every 2k env steps,
+# stopped after LEARN_S seconds (default 150); FULL=1 runs the whole Atari-100k recipe instead (100k env
+# steps, 20k offline updates, final 27k-step evaluation) and prints its score beside EZ-V2's. The run
+# lives in /tmp (its checkpoints hold the replay: gigabytes); its config and metrics come back in OUT_DIR.
+LEARN_DIR=/tmp/ezv-learning-run
+rm -rf "$LEARN_DIR"
+if [ "${FULL:-0}" = 1 ]; then
+    LEARN_FLAGS=(--checkpoint-interval 0)
+    LIMIT=()
+else
+    LEARN_FLAGS=(--eval-interval 2000 --eval-episodes 4 --checkpoint-interval 0)
+    LIMIT=(timeout -s INT "${LEARN_S:-150}")
+fi
+${LIMIT[@]+"${LIMIT[@]}"} python3 -m ezv.train --env-id "${LEARN_ENV:-Pong-v5}" --num-seeds 2 --run-dir "$LEARN_DIR" --quiet \
+    --no-tensorboard "${LEARN_FLAGS[@]}" 2>&1 | tee "$OUT_DIR/learning_log.txt"
+mkdir -p "$OUT_DIR/learning"
+cp "$LEARN_DIR"/config.yaml "$LEARN_DIR"/metrics.jsonl "$OUT_DIR/learning/" 2>/dev/null
+python3 -m benchmarks learning --from-runs "$LEARN_DIR" --json "$OUT_DIR/learning/summary.json" 2>&1 \
+    | tee -a "$OUT_DIR/learning_log.txt"

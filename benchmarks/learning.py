@@ -24,6 +24,11 @@ from ezv.plot import read_run
 from ezv.train import resolve_config, train
 
 
+def final_evals(run_dirs: list[str]) -> list[dict]:
+    """The last evaluation row of every seed of these runs (after the offline phase, if any)."""
+    return [rows[-1] for run_dir in run_dirs for rows in eval_rows(run_dir).values() if rows]
+
+
 def read_evals(run_dir: str) -> dict[int, list[dict]]:
     """Evaluation rows of a run's collection phase, per seed."""
     return {seed: [r for r in rows if not r.get("offline")] for seed, rows in eval_rows(run_dir).items()}
@@ -43,26 +48,29 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.from_runs:
         curves = [c for run_dir in args.from_runs for c in read_evals(run_dir).values()]
         env_id = read_run(args.from_runs[0])[0]
-        return summarise(curves, f"{env_id} ({len(curves)} seed(s))", args.threshold, args.json, env_id)
+        return summarise(curves, f"{env_id} ({len(curves)} seed(s))", args.threshold, args.json, env_id,
+                         final_evals(args.from_runs))
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    curves = []
+    curves, run_dirs = [], []
     if args.together:
         if args.seeds != list(range(args.seeds[0], args.seeds[0] + len(args.seeds))):
             parser.error("--together needs consecutive seeds")
         run_dir = os.path.join(args.out, f"{file_safe(args.env_id)}-s{args.seeds[0]}x{len(args.seeds)}-{stamp}")
         train(resolve_config(["--env-id", args.env_id, "--seed", str(args.seeds[0]), "--num-seeds",
                               str(len(args.seeds)), "--run-dir", run_dir, "--quiet", *extra]))
-        curves = list(read_evals(run_dir).values())
+        curves, run_dirs = list(read_evals(run_dir).values()), [run_dir]
     for seed in [] if args.together else args.seeds:
         run_dir = os.path.join(args.out, f"{file_safe(args.env_id)}-s{seed}-{stamp}")
         cfg = resolve_config(["--env-id", args.env_id, "--seed", str(seed), "--run-dir", run_dir, "--quiet", *extra])
         train(cfg)
         curves.extend(read_evals(run_dir).values())
-    return summarise(curves, f"{args.env_id} seeds {args.seeds}", args.threshold, args.json, args.env_id)
+        run_dirs.append(run_dir)
+    return summarise(curves, f"{args.env_id} seeds {args.seeds}", args.threshold, args.json, args.env_id,
+                     final_evals(run_dirs))
 
 
 def summarise(curves: list[list[dict]], title: str, threshold: float | None, json_path: str | None,
-              env_id: str | None = None) -> list[dict]:
+              env_id: str | None = None, final: list[dict] = ()) -> list[dict]:
     steps = sorted({r["env_steps"] for c in curves for r in c})
     rows = []
     for s in steps:
@@ -79,13 +87,25 @@ def summarise(curves: list[list[dict]], title: str, threshold: float | None, jso
         print(f"seed-mean eval return >= {threshold}: "
               + (f"at {hit['env_steps']} env steps ({hit['wall_s_mean']:.0f}s)" if hit else "not reached"))
     if env_id is not None:
-        print_published_comparison(env_id, rows)
+        print_published_comparison(env_id, rows, list(final))
     save_json(json_path, "learning", rows)
     return rows
 
 
-def print_published_comparison(env_id: str, rows: list[dict]) -> None:
-    """ezv beside the published TD-MPC2 / DreamerV3 / SAC curves at every published point ezv reached."""
+def print_published_comparison(env_id: str, rows: list[dict], final: list[dict] = ()) -> None:
+    """ezv beside the published TD-MPC2 / DreamerV3 / SAC curves at every published point ezv reached
+    (DMC), or beside EZ-V2's Atari 100k score (its final 27k-step evaluation after 100k env steps)."""
+    game = scores.atari_game(env_id)
+    if game is not None and final:
+        ref = scores.atari_table()[game]
+        returns = np.array([r["eval_return_mean"] for r in final])
+        steps, offline = min(r["env_steps"] for r in final), max(r.get("offline_updates", 0) for r in final)
+        print(f"{game}: ezv's final evaluation {returns.mean():.1f} ± {returns.std():.1f} ({len(returns)} seeds, "
+              f"human-normalised {scores.human_normalized(game, float(returns.mean())):.3f}) after {steps:,} env "
+              f"steps and {offline:,} offline updates; EZ-V2 at 100k: {ref['efficientzero_v2']} "
+              f"(random {ref['random']}, human {ref['human']})"
+              + ("" if steps >= 100_000 else " — not comparable before 100k env steps"))
+        return
     published = scores.published_curve(env_id)
     if not published:
         return

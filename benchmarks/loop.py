@@ -92,6 +92,7 @@ def measure(
         stage_share={k: v / total for k, v in per_iteration.items()},
         # The learner alone (sample + reanalysis search + targets + gradient step, per update).
         learner_updates_per_s=1e3 / sum(v for k, v in stages.items() if not k.startswith("act")),
+        **memory_gib(state),
     )
     if with_flops:
         flops = loop_flops(agent, state)
@@ -99,6 +100,16 @@ def measure(
         row["achieved_tflops"] = (flops["update"] * row["updates_per_s"]
                                   + flops["act_per_iteration"] * row["env_steps_per_s"] / cfg.num_envs) / 1e12
     return row
+
+
+def memory_gib(state) -> dict[str, float]:
+    """The train state's size (replay, networks, optimiser) and, where the device reports it (GPUs),
+    the peak of device memory in use so far in this process."""
+    out = {"state_gib": sum(x.nbytes for x in jax.tree.leaves(state)) / 2**30}
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        out["device_peak_gib"] = stats["peak_bytes_in_use"] / 2**30
+    return out
 
 
 def stage_times(agent: Agent, state, profile_dir: str | None = None) -> dict[str, float]:
@@ -157,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"Full loop, {row['env_id']} ({row['preset']} preset) on {row['device']}",
         [row],
         ["env_id", "num_envs", "batch_size", "simulations", "compile_s", "env_steps_per_s", "updates_per_s",
-         "reanalysed_roots_per_s", "learner_updates_per_s"],
+         "reanalysed_roots_per_s", "learner_updates_per_s", "state_gib", "device_peak_gib"],
     )
     print_table(
         "Where an iteration's time goes (stages timed separately)",
