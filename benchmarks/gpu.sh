@@ -9,8 +9,8 @@
 # and copy .whl/ with the repository; this script installs them into /tmp/site.
 #
 # Knobs (environment variables): PARTS and BUDGET_S (benchmarks, below), LEARN_ENV, LEARN_S and FULL (the
-# learning run). Defaults fit one 10-minute call: ~1 min set-up and compile, 330 s of benchmarks, 150 s of
-# learning. Test it on a CPU with a tiny budget before a GPU session:
+# learning run). The defaults aim at one 10-minute call (~1 min set-up, 330 s of benchmarks — BUDGET_S only
+# stops further parts from starting — and 150 s of learning); FULL=1 takes as long as the whole run. Test it on a CPU with a tiny budget before a GPU session:
 #   BUDGET_S=1 PARTS=flags LEARN_S=60 LEARN_ENV=CartPole-v1 bash benchmarks/gpu.sh /tmp/gpu-dry-run
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -41,7 +41,7 @@ if [ "${FULL:-0}" = 1 ]; then
     LIMIT=()
 else
     LEARN_FLAGS=(--eval-interval 2000 --eval-episodes 4 --checkpoint-interval 0)
-    LIMIT=(timeout -s INT "${LEARN_S:-150}")
+    LIMIT=(timeout -k 30 -s INT "${LEARN_S:-150}")  # SIGINT: ezv.train stops cleanly; KILL 30 s later if not
 fi
 ${LIMIT[@]+"${LIMIT[@]}"} python3 -m ezv.train --env-id "${LEARN_ENV:-Pong-v5}" --num-seeds 2 --run-dir "$LEARN_DIR" --quiet \
     --no-tensorboard "${LEARN_FLAGS[@]}" 2>&1 | tee "$OUT_DIR/learning_log.txt"

@@ -45,6 +45,7 @@ from ezv.program import Program
 from ezv.train import resolve_config
 
 CONTROL_FLOW = {"while", "conditional", "call"}
+NOT_THUNKS = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast"}
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%([\w.\-]+) ")
 _INSTRUCTION = re.compile(r"^\s+(?:ROOT )?%([\w.\-]+) = .*?\b([a-z][\w\-]*)\(")
 _WHILE = re.compile(r"\bwhile\(.*condition=%([\w.\-]+), body=%([\w.\-]+)")
@@ -52,8 +53,9 @@ _WHILE = re.compile(r"\bwhile\(.*condition=%([\w.\-]+), body=%([\w.\-]+)")
 
 @dataclasses.dataclass(frozen=True)
 class HloIndex:
-    """What the count needs from a compiled module's text: the opcode of every instruction and the
-    instructions of the conditions of loops with an unknown trip count."""
+    """What the count needs from a compiled module's text: the opcode of every instruction and, for
+    each condition of a loop with an unknown trip count, one instruction that runs once per evaluation
+    of it (its first that is a thunk)."""
 
     module: str
     opcodes: dict[str, str]
@@ -79,7 +81,10 @@ class HloIndex:
                 loop = _WHILE.search(line)
                 if loop and "known_trip_count" not in line:
                     unknown_trip_conditions.add(loop.group(1))
-        syncs = frozenset(name for c in unknown_trip_conditions for name in members[c])
+        if not opcodes:
+            raise RuntimeError("no instruction found in the compiled HLO text: its format changed, update HloIndex")
+        syncs = frozenset(next(n for n in members[c] if opcodes[n] not in NOT_THUNKS)
+                          for c in unknown_trip_conditions if any(opcodes[n] not in NOT_THUNKS for n in members[c]))
         return cls(module, opcodes, syncs)
 
 

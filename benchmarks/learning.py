@@ -100,7 +100,9 @@ def print_published_comparison(env_id: str, rows: list[dict], final: list[dict] 
         ref = scores.atari_table()[game]
         returns = np.array([r["eval_return_mean"] for r in final])
         steps, offline = min(r["env_steps"] for r in final), max(r.get("offline_updates", 0) for r in final)
-        print(f"{game}: ezv's final evaluation {returns.mean():.1f} ± {returns.std():.1f} ({len(returns)} seeds, "
+        capped = any(r.get("eval_capped") for r in final)
+        which = "last evaluation (a periodic one, its episodes capped)" if capped else "last evaluation"
+        print(f"{game}: ezv's {which} {returns.mean():.1f} ± {returns.std():.1f} ({len(returns)} seeds, "
               f"human-normalised {scores.human_normalized(game, float(returns.mean())):.3f}) after {steps:,} env "
               f"steps and {offline:,} offline updates; EZ-V2 at 100k: {ref['efficientzero_v2']} "
               f"(random {ref['random']}, human {ref['human']})"

@@ -104,7 +104,8 @@ def measure(
 
 def memory_gib(state) -> dict[str, float]:
     """The train state's size (replay, networks, optimiser) and, where the device reports it (GPUs),
-    the peak of device memory in use so far in this process."""
+    the peak of device memory in use so far in this process (with several loops in one process, the
+    largest of them so far, not this loop's own)."""
     out = {"state_gib": sum(x.nbytes for x in jax.tree.leaves(state)) / 2**30}
     stats = jax.devices()[0].memory_stats() or {}
     if "peak_bytes_in_use" in stats:

@@ -49,7 +49,7 @@ def time_to_solve(env_id: str, seed: int, threshold: float, cache_dir: str, time
     work = tempfile.mkdtemp(prefix="ezv-solve-")
     run_dir = os.path.join(work, "run")
     log_path = os.path.join(work, "stdout.txt")
-    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache_dir)
+    env = dict(os.environ, EZV_COMPILATION_CACHE=cache_dir)  # ezv.compile_cache takes this before any other
     argv = [sys.executable, "-m", "ezv.train", "--env-id", env_id, "--seed", str(seed), "--run-dir", run_dir,
             "--quiet", *flags]
     start = time.perf_counter()

@@ -142,7 +142,7 @@ def summary_markdown(suite: Suite) -> str:
     loops = [v for k, v in suite.results.items() if k.startswith("loop/")]
     if loops:
         lines += ["| preset (env) | envs | batch | sims | compile (s) | env steps/s | updates/s | model TFLOP/s "
-                  "| % of f32 peak | projected 100k run (h) | state (GiB) | device peak (GiB) |",
+                  "| % of f32 peak | projected 100k run (h) | state (GiB) | process's device peak so far (GiB) |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in loops:
             frac = f"{100 * r['achieved_tflops'] / peak32:.2g}" if peak32 and "achieved_tflops" in r else "-"

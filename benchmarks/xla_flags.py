@@ -40,7 +40,11 @@ def run_set(name: str, presets: list[str], batches: list[int], timeout_s: float)
         env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {FLAG_SETS[name]}".strip())
         argv = [sys.executable, "-m", "benchmarks", "search", "--presets", *presets,
                 "--batches", *map(str, batches), "--json", out]
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout_s)
+        try:
+            done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            print(f"[xla_flags] {name} took longer than {timeout_s:.0f}s")
+            return [dict(flags=name, error=f"timeout {timeout_s:.0f}s")]
         if done.returncode != 0:
             print(f"[xla_flags] {name} failed (exit {done.returncode}):\n{done.stdout[-1500:]}{done.stderr[-1500:]}")
             return [dict(flags=name, error=f"exit {done.returncode}")]

@@ -4,7 +4,7 @@ A training run compiles one program per config (the chunk, the evaluation, the o
 compiling them is most of a small run's wall-clock on a CPU (CartPole: ~25 s of ~60 s), and the same
 config compiles to the same programs every time. `ezv.train` and `ezv.evaluate` therefore keep
 compiled programs on disk, keyed by XLA on the program, the device and the jax version, so a run
-whose config was compiled before on this machine starts in seconds.
+whose config was compiled before on this machine skips the compilation (CartPole on 2 cores: ~16 s).
 
 Where: `$EZV_COMPILATION_CACHE` if set (`off` disables it), else a cache jax was already told about
 (`JAX_COMPILATION_CACHE_DIR`), else `$XDG_CACHE_HOME/ezv/xla` (`~/.cache/ezv/xla`). Where the
@@ -37,10 +37,15 @@ def enable() -> str | None:
         return None
     if not setting and jax.config.jax_compilation_cache_dir:
         return jax.config.jax_compilation_cache_dir
-    path = os.path.abspath(os.path.expanduser(setting or default_dir()))
+    path = os.path.expanduser(setting or default_dir())
+    if path.startswith("~"):  # no home directory to expand
+        return None
+    path = os.path.abspath(path)
     try:
         os.makedirs(path, exist_ok=True)
     except OSError:
+        return None
+    if not os.access(path, os.W_OK):  # jax would warn at every compile
         return None
     jax.config.update("jax_compilation_cache_dir", path)
     if jax.config.jax_compilation_cache_max_size == -1 and importlib.util.find_spec("filelock") is not None:

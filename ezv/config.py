@@ -447,9 +447,13 @@ def config_from_plain(data: dict[str, Any]) -> Config:
 def with_pre_field_values(data: dict[str, Any]) -> dict[str, Any]:
     """A saved config (complete when written) with the values ezv used before a field existed, for
     the fields it was saved without."""
-    search = data.get("search")
+    search, network = data.get("search"), data.get("network")
     if isinstance(search, dict) and "q_normalisation" not in search:
         data = {**data, "search": {**search, "q_normalisation": "node"}}  # mctx's rule until 2026-12
+    if isinstance(network, dict) and "compute_dtype" not in network:
+        data = {**data, "network": {**network, "compute_dtype": "float32"}}
+    if "eval_max_episode_steps" not in data:  # no periodic cap before 2026-12-03, the atari preset's 3000 since
+        data = {**data, "eval_max_episode_steps": None}
     return data
 
 

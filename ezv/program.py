@@ -6,7 +6,7 @@ for training; the iteration itself is written once, in `ezv.agent`.
     state = program.init()                         # seeds cfg.seed, ..., cfg.seed + num_seeds - 1
     state, metrics = program.chunk(state)          # one compiled chunk (log_interval env steps)
     program.seed_metrics(metrics)                  # per seed: {name: [iterations] array}
-    program.evaluate_seeds(state, env_steps)       # per seed: {"returns", "lengths", "finished"}
+    program.evaluate_seeds(state, env_steps)       # per seed: {"returns", "lengths", "finished", "capped"}
 
 Layouts of the state pytree (every leaf gets the leading axes):
 - one seed, one device: a `TrainState`;
@@ -247,7 +247,8 @@ class Program:
         """One evaluation per seed (greedy search, the domain's evaluation protocol), every episode
         stopped after `max_steps` agent steps (None: the eval env's own cap). The cap is an argument
         of the one compiled evaluation, so periodic and final evaluations share it."""
-        limit = np.int32(self.eval_env.spec.max_episode_steps + 2 if max_steps is None else max_steps)
+        cap = self.eval_env.spec.max_episode_steps + 2
+        limit = np.int32(cap if max_steps is None else min(max_steps, cap))
         eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, env_steps))(self.seed_keys()[1])
         if self.num_seeds > 1 and self.pure:
             ts = self.train_states(state)

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from ezv import __version__, checkpoint as ckpt, logger
-from ezv.config import Config, resume_differences, to_plain, write_run_config
+from ezv.config import Config, ConfigError, config_from_plain, resume_differences, to_plain, write_run_config
 from ezv.envs.core import spec_to_dict
 from ezv.metrics import Diverged, check_finite, eval_row, mean_present, summarize_chunk
 from ezv.program import Program
@@ -72,7 +72,14 @@ class Run:
             raise ckpt.CheckpointError(f"no complete checkpoint {step} in {ckpt.checkpoint_dir(run_dir)!r}; complete "
                                        f"ones: {ckpt.available_steps(run_dir) or 'none'}.")
         meta = ckpt.read_meta(run_dir, step)
-        diffs = resume_differences(meta["config"], to_plain(cfg))
+        # Completed as its config.yaml is (fields added since it was saved take their earlier values).
+        try:
+            saved = to_plain(config_from_plain(meta["config"]))
+        except (ConfigError, KeyError, TypeError, ValueError) as e:
+            raise ckpt.CheckpointError(f"checkpoint {step} of {run_dir!r} has a config that cannot be read "
+                                       f"({type(e).__name__}: {e}); complete checkpoints: "
+                                       f"{ckpt.available_steps(run_dir)}.") from None
+        diffs = resume_differences(saved, to_plain(cfg))
         if diffs:
             raise ckpt.CheckpointError(f"checkpoint {step} of {run_dir!r} was made with another config:\n  "
                                        + "\n  ".join(diffs))

@@ -13,6 +13,7 @@ from tiny import tiny_config
 import ezv.envs as envs
 from ezv.agent import Agent
 from ezv.config import LearnerConfig, NetworkConfig, ReplayConfig
+from ezv.frames import stacked_obs
 
 @pytest.fixture(scope="module")
 def cartpole_agent():
@@ -112,6 +113,8 @@ def test_the_atari_image_pipeline_runs_end_to_end(compute_dtype):
     assert int(state.updates) > 0
     assert {leaf.dtype for leaf in jax.tree.leaves((state.params, state.opt_state))} <= {jnp.dtype("float32"),
                                                                                      jnp.dtype("int32")}
+    latent = agent.model.net.apply(state.variables, stacked_obs(state.frames), method=agent.model.net.represent)
+    assert latent.dtype == jnp.dtype(compute_dtype)
 
 
 def test_the_tree_q_normalisation_trains_through_the_compiled_loop():

@@ -72,6 +72,32 @@ def test_resume_continues_a_finished_run_with_more_env_steps(straight_run, tmp_p
         assert yaml.safe_load(f)["config"]["total_env_steps"] == 480
 
 
+def test_a_run_saved_before_newer_config_fields_existed_resumes(straight_run, tmp_path, capsys):
+    """Fields added to the config since a run was saved take the values ezv used before them, in the
+    run's config.yaml and in its checkpoints' metadata alike, so the resume finds no difference."""
+    import shutil
+
+    run_dir = str(tmp_path / "older")
+    shutil.copytree(straight_run, run_dir)
+
+    def strip(config):
+        del config["search"]["q_normalisation"], config["network"]["compute_dtype"], config["eval_max_episode_steps"]
+
+    with open(os.path.join(run_dir, "config.yaml")) as f:
+        saved = yaml.safe_load(f)
+    strip(saved["config"])
+    with open(os.path.join(run_dir, "config.yaml"), "w") as f:
+        yaml.safe_dump(saved, f)
+    meta_path = os.path.join(run_dir, "checkpoints", "400", "meta", "metadata")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    strip(meta["config"])
+    with open(meta_path, "w") as f:
+        json.dump(meta, f)
+    run_cli(["--resume", run_dir, "--total-env-steps", "440"], capsys)
+    assert [r["env_steps"] for r in read_rows(run_dir)][-2:] == [400, 440]
+
+
 def test_resume_rewinds_metrics_written_after_the_checkpoint_without_deleting_them(straight_run, tmp_path, capsys):
     import shutil
 

@@ -159,6 +159,7 @@ def test_the_compilation_cache_is_on_by_default_in_the_users_cache_and_can_be_mo
     from ezv import compile_cache
 
     configured = jax.config.jax_compilation_cache_dir  # the test session's own cache
+    max_size = jax.config.jax_compilation_cache_max_size
     monkeypatch.setenv("EZV_COMPILATION_CACHE", "off")
     assert compile_cache.enable() is None
     monkeypatch.delenv("EZV_COMPILATION_CACHE")
@@ -171,3 +172,4 @@ def test_the_compilation_cache_is_on_by_default_in_the_users_cache_and_can_be_mo
         assert jax.config.jax_compilation_cache_dir == str(tmp_path / "mine") and (tmp_path / "mine").is_dir()
     finally:
         jax.config.update("jax_compilation_cache_dir", configured)
+        jax.config.update("jax_compilation_cache_max_size", max_size)
