@@ -28,13 +28,19 @@ def test_a_run_directory_holds_config_metrics_tensorboard_and_the_newest_checkpo
     assert meta["env_steps"] == 400 and meta["updates"] == read_rows(straight_run)[-1]["updates"] > 0
 
 
-def test_kill_minus_9_then_resume_gives_the_metrics_of_an_uninterrupted_run(straight_run, tmp_path):
-    run_dir = str(tmp_path / "killed")
+def long_run_with_a_checkpoint(run_dir: str):
+    """The LONG tiny run in a child process, once it has written its first checkpoint (still running)."""
     proc = train_process(["--env-id", "CartPole-v1", "--run-dir", run_dir, *TINY_FLAGS, *LONG])
     deadline = time.time() + 600
     while not ckpt.available_steps(run_dir) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    assert proc.poll() is None, f"the run ended before it could be killed: {proc.communicate()[1][-2000:]}"
+    assert proc.poll() is None, f"the run ended before it could be stopped: {proc.communicate()[1][-2000:]}"
+    return proc
+
+
+def test_kill_minus_9_then_resume_gives_the_metrics_of_an_uninterrupted_run(straight_run, tmp_path):
+    run_dir = str(tmp_path / "killed")
+    proc = long_run_with_a_checkpoint(run_dir)
     os.kill(proc.pid, signal.SIGKILL)  # at whatever point it has reached, a save included
     proc.wait()
     kept = ckpt.available_steps(run_dir)
@@ -47,11 +53,7 @@ def test_kill_minus_9_then_resume_gives_the_metrics_of_an_uninterrupted_run(stra
 
 def test_ctrl_c_stops_a_run_without_a_traceback_and_says_how_to_resume_it(tmp_path):
     run_dir = str(tmp_path / "interrupted")
-    proc = train_process(["--env-id", "CartPole-v1", "--run-dir", run_dir, *TINY_FLAGS, *LONG])
-    deadline = time.time() + 600
-    while not ckpt.available_steps(run_dir) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, f"the run ended before it could be interrupted: {proc.communicate()[1][-2000:]}"
+    proc = long_run_with_a_checkpoint(run_dir)
     os.kill(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
