@@ -41,6 +41,7 @@ from typing import Any, Callable
 import jax
 
 from benchmarks.common import PRESET_ENVS, print_table, save_json
+from benchmarks.loop import sample_group
 from ezv.program import Program
 from ezv.train import resolve_config
 
@@ -90,13 +91,13 @@ class HloIndex:
 
 def count_launches(fn: Callable, *args) -> dict[str, int]:
     """Kernels, host syncs and loop entries of one call of `jax.jit(fn)(*args)` (compiled before)."""
-    jitted = jax.jit(fn)
-    index = HloIndex.of(jitted.lower(*args).compile().as_text())
-    jax.block_until_ready(jitted(*args))
+    compiled = jax.jit(fn).lower(*args).compile()  # one compile: the text and the runs are of the same program
+    index = HloIndex.of(compiled.as_text())
+    jax.block_until_ready(compiled(*args))
     trace_dir = tempfile.mkdtemp(prefix="ezv-launches-")
     try:
         with jax.profiler.trace(trace_dir):
-            jax.block_until_ready(jitted(*args))
+            jax.block_until_ready(compiled(*args))
         events = []
         for path in glob.glob(f"{trace_dir}/**/*.trace.json.gz", recursive=True):
             with gzip.open(path) as f:
@@ -147,13 +148,7 @@ def measure(preset: str, batch: int, flags: list[str] = ()) -> dict[str, Any]:
         state, _ = act(state)
     count = cfg.updates_per_iteration
     key = jax.random.PRNGKey(1)
-
-    def sample_group(replay, key):
-        keys = jax.random.split(key, count)
-        idx, weights, w = jax.vmap(agent.learner.sample_batch, in_axes=(None, 0))(replay, keys)
-        return weights, jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), w)
-
-    weights, flat = jax.jit(sample_group)(state.replay, key)
+    _, weights, _, flat = jax.jit(lambda replay, key: sample_group(agent, replay, key))(state.replay, key)
     values, out = jax.jit(agent.learner.reanalysis_search)(state, flat, key)
     targets, _ = jax.jit(agent.learner.build_targets)(state, flat, values, out)
     first = lambda tree: jax.tree.map(lambda x: x[:batch], tree)  # noqa: E731
@@ -165,7 +160,7 @@ def measure(preset: str, batch: int, flags: list[str] = ()) -> dict[str, Any]:
         "targets (one group)": count_launches(agent.learner.build_targets, state, flat, values, out),
         "gradient step": count_launches(agent.learner.gradient_step, state, first(flat), first(targets),
                                         weights[0], key),
-        "evaluation step": count_launches(lambda v, o, k: model.greedy_action(v, o, k), state.variables, obs, key),
+        "evaluation step": count_launches(model.greedy_action, state.variables, obs, key),
     }
     per_update = {k: stages["reanalysis search (one group)"][k] / count + stages["targets (one group)"][k] / count
                   + stages["gradient step"][k] for k in ("kernels", "syncs")}

@@ -113,6 +113,14 @@ def memory_gib(state) -> dict[str, float]:
     return out
 
 
+def sample_group(agent: Agent, replay, key):
+    """The `updates_per_iteration` batches of a learning iteration, sampled as `Learner.learn_group`
+    samples them: (indices, importance weights, windows [count, B, ...], windows flattened [count*B, ...])."""
+    count = agent.cfg.updates_per_iteration
+    idx, weights, w = jax.vmap(agent.learner.sample_batch, in_axes=(None, 0))(replay, jax.random.split(key, count))
+    return idx, weights, w, jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), w)
+
+
 def stage_times(agent: Agent, state, profile_dir: str | None = None) -> dict[str, float]:
     """Milliseconds of each stage of an iteration, per call (acting) or per update (the rest), each
     its own jitted function on `state` (no donation). The learner stages run as the loop runs them:
@@ -123,11 +131,7 @@ def stage_times(agent: Agent, state, profile_dir: str | None = None) -> dict[str
     key = jax.random.PRNGKey(1)
     act = jax.jit(agent.act)
 
-    def sample_group(replay, key):
-        idx, weights, w = jax.vmap(agent.learner.sample_batch, in_axes=(None, 0))(replay, jax.random.split(key, count))
-        return idx, weights, w, jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), w)
-
-    sample = jax.jit(sample_group)
+    sample = jax.jit(lambda replay, key: sample_group(agent, replay, key))
     idx, weights, window, flat = sample(state.replay, key)
     search = jax.jit(agent.learner.reanalysis_search)
     values, out = search(state, flat, key)
