@@ -26,10 +26,8 @@ from ezv.model import EZModel
 
 
 def search_fn(model: EZModel):
-    scale = model.cfg.search.gumbel_scale
-
     def run(variables, key, obs):
-        out = model.search(variables, key, obs, scale)
+        out = model.search(variables, key, obs)
         return out.action, out.policy, out.value
 
     return jax.jit(run)

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from ezv import replay as replay_lib
+from ezv.acting import ActingRule
 from ezv.config import Config
 from ezv.envs import TimeStep, VecEnv
 from ezv.frames import init_frames, push_frame, stacked_obs
@@ -99,6 +100,7 @@ class Agent:
         self.envs_per_state = env.num_envs if envs_per_state is None else envs_per_state
         self.num_devices = num_devices
         self.model = EZModel(cfg, env.spec)
+        self.acting = ActingRule(cfg, self.model.action_shape, self.model.num_actions)
         self.learner = Learner(cfg, self.model, batch_size=cfg.learner.batch_size // num_devices, axis_name=axis_name)
         self.rows_per_env = cfg.replay.capacity // cfg.num_envs  # the capacity counts every env of the run
 
@@ -130,6 +132,7 @@ class Agent:
             replay=replay_lib.init(
                 self.rows_per_env, self.envs_per_state, spec.obs_shape, spec.obs_dtype,
                 self.model.action_shape, self.model.action_dtype,
+                policy_size=self.model.num_actions if self.learner.reuses_stored_policies else 0,
             ),
             env_state=env_state,
             timestep=ts,
@@ -163,9 +166,13 @@ class Agent:
     # --- act ------------------------------------------------------------------------------
 
     def decide(self, state: TrainState) -> tuple[TrainState, SearchOutput]:
-        """Search from the current observations with the online network (acting settings)."""
+        """Search from the current observations with the online network, and the actions to execute
+        (the search's own, or as `cfg.acting` draws them: `ezv.acting`)."""
         key, search_key = jax.random.split(state.key)
-        out = self.model.search(state.variables, search_key, stacked_obs(state.frames), self.cfg.search.gumbel_scale)
+        out = self.model.search(state.variables, search_key, stacked_obs(state.frames))
+        if self.acting.active:  # draws only where the acting settings ask for it (EZ-V2 needs none)
+            key, acting_key = jax.random.split(key)
+            out = out.replace(action=self.acting.choose(acting_key, out, state.iteration, state.updates))
         return state.replace(key=key), out
 
     def record(self, state: TrainState, out: SearchOutput, env_state: Any, ts: TimeStep) -> tuple[TrainState, Metrics]:
@@ -180,6 +187,7 @@ class Agent:
             first=prev.first,
             last=prev.last,
             terminal=prev.terminated,
+            policy=out.policy,
         )
         metrics = {
             "episode_return_sum": jnp.sum(ts.episode_return),

@@ -34,6 +34,10 @@ class NetworkConfig:
     reduced_channels: int = 16
     res_blocks: int = 1
     conv_head_hidden: tuple[int, ...] = (32,)
+    # How the dynamics network sees a discrete action: "embedding" = EZ-V2's learned encoding (conv: the plane
+    # a/|A| through conv1x1 + LayerNorm; mlp: one-hot through Dense + LayerNorm), "plane" = EZ-V1's bare plane
+    # a/|A| (mlp: the scalar a/|A|), "one_hot" = MuZero's |A| one-hot planes (mlp: the one-hot vector).
+    action_encoding: Literal["embedding", "plane", "one_hot"] = "embedding"
     # mlp (vector observations, §2.3 blocks).
     latent_dim: int = 128
     mlp_hidden: int = 256
@@ -75,9 +79,12 @@ class NetworkConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
-    """Gumbel MuZero search (reference §3.2 discrete, §3.3 sampled continuous)."""
+    """Gumbel MuZero search (reference §3.2 discrete, §3.3 sampled continuous), or EfficientZero's (2021)
+    pUCT search (`kind: puct`, discrete actions; family reference B.1, `ezv/puct.py`)."""
 
-    # None: discrete 16, or 4 when the env has fewer than 4 actions (§3.2); continuous 32 (§3.3).
+    kind: Literal["gumbel", "puct"] = "gumbel"
+    # None: gumbel discrete 16, or 4 when the env has fewer than 4 actions (§3.2); continuous 32 (§3.3);
+    # puct 50 (EZ-V1, MuZero).
     num_simulations: int | None = None
     # None: 8 with >= 16 actions, 4 with 4..15, 2 with fewer (§3.2).
     max_considered_actions: int | None = None
@@ -94,11 +101,19 @@ class SearchConfig:
     policy_sampled_actions: int = 4
     wide_std_scale: float = 3.0
     interior_children: int = 2
+    # pUCT: score = P·√N/(1+N(a))·(c1 + ln((N + c2 + 1)/c2)) + Q̃, with root priors mixed with
+    # Dirichlet(alpha) noise at `dirichlet_fraction` while acting and reanalysing (never in evaluation).
+    pb_c_init: float = 1.25
+    pb_c_base: float = 19652.0
+    dirichlet_alpha: float = 0.3
+    dirichlet_fraction: float = 0.25
 
     def simulations_for(self, num_actions: int | None) -> int:
         """Simulations per search; `num_actions` None means continuous actions."""
         if self.num_simulations is not None:
             return self.num_simulations
+        if self.kind == "puct":
+            return 50
         if num_actions is None:
             return 32
         return 4 if num_actions < 4 else 16
@@ -116,7 +131,9 @@ class ReplayConfig:
     capacity: int = 100_000  # transitions over all envs
     alpha: float = 1.0
     beta: float = 1.0
-    min_weight: float = 0.1  # importance weights are clipped to [min_weight, 1]
+    # β rises linearly from `beta` to this over the run's updates (EZ-V1: 0.4 -> 1); None: β stays `beta`.
+    beta_final: float | None = None
+    min_weight: float = 0.1  # importance weights are clipped to [min_weight, 1] (0: only normalised by the max)
     priority_eps: float = 1e-6
 
 
@@ -135,6 +152,7 @@ class LearnerConfig:
     warmup_fraction: float = 0.01  # of all updates
     lr_decay_updates: int = 100_000  # x lr_decay_rate every this many updates after warm-up
     lr_decay_rate: float = 0.1
+    lr_decays: int | None = None  # decay at most this many times (MuZero card: 2, x1/x0.1/x0.01); None: no limit
     max_grad_norm: float = 5.0
     value_coef: float = 0.25  # the reference's 0.5 coefficient x its 0.5 expectile weight
     reward_coef: float = 1.0
@@ -144,12 +162,35 @@ class LearnerConfig:
     value_target: Literal["mixed", "td", "sve"] = "mixed"
     mixed_start_updates: int = 30_000  # T1: TD targets only before this many updates
     mixed_recent_env_steps: int = 5_000  # T2: the newest transitions always use TD targets
+    # EZ-V1's off-policy correction: a sample `age` env steps old bootstraps after
+    # n = clip(td_steps - floor(age / td_age_env_steps), 1, td_steps) steps (EZ-V1: 0.3 x 100k); None: n = td_steps.
+    td_age_env_steps: int | None = None
+    # The share of each batch whose policy targets come from a fresh search with the target network (EZ-V2 1,
+    # EZ-V1 0.99, the MuZero card 0); the rest learn the search policy stored when the data was collected.
+    reanalyse_fraction: float = 1.0
     augment: bool = True  # random shift + intensity, image observations only
     # Continuous actions (§5): "full" = −Σᵢ π′ᵢ log π(aᵢ) over the K candidates, "simple" =
     # −log π(a*) of the executed choice, "auto" = the reference's full for 1-D actions, simple otherwise.
     continuous_policy_loss: Literal["auto", "full", "simple"] = "auto"
     entropy_coef: float = 0.0  # continuous only: −c_H·Ĥ(π) is added at every unroll position
     entropy_samples: int = 1024  # reparameterised samples per position for Ĥ
+
+
+@dataclasses.dataclass(frozen=True)
+class ActingConfig:
+    """How the acting envs' actions come from the search (family reference B.2, B.6). EZ-V2 executes the
+    Gumbel search's own choice; EZ-V1 and MuZero draw from the pUCT search's visit counts."""
+
+    # pUCT: sample a ∝ N(a)^(1/T), T = temperatures[i] once the collection phase's updates pass
+    # temperature_switches[i-1] of their total (EZ-V1: 1, 0.5, 0.25 at 50% and 75%); T = 0 is the argmax.
+    temperatures: tuple[float, ...] = (1.0, 0.5, 0.25)
+    temperature_switches: tuple[float, ...] = (0.5, 0.75)
+    # ε-greedy over the search's action (the MuZero card: ε 1 -> 0.05 over 100k env steps, with T = 0);
+    # ε falls linearly from epsilon_start to epsilon_final over epsilon_env_steps. 0: off.
+    epsilon_start: float = 0.0
+    epsilon_final: float = 0.0
+    epsilon_env_steps: int = 100_000
+    random_before_learning: bool = False  # uniform random actions until --learning-starts (EZ-V1)
 
 
 def run_setting(default: Any) -> Any:
@@ -166,8 +207,9 @@ class Config:
     seed: int = 0
     total_env_steps: int = run_setting(100_000)
     run_dir: str | None = run_setting(None)  # default: runs/{env}-s{seed}-{time}
-    # auto (from the env's domain), atari, classic, minatar, dmc_state, control (configs/NAME.yaml), or
-    # the path of a preset file or of a run's config.yaml.
+    # auto (from the env's domain), atari, classic, minatar, dmc_state, control, the EfficientZero (2021)
+    # and MuZero modes ez1_atari, muzero_atari, ez1_classic, muzero_classic, ez1_minatar, muzero_minatar
+    # (configs/NAME.yaml), or the path of a preset file or of a run's config.yaml.
     preset: str = "auto"
     num_envs: int = 4
     replay_ratio: float = 1.0  # learner updates per env step
@@ -199,6 +241,7 @@ class Config:
     wandb_project: str = run_setting("ezv")  # the W&B project of --wandb
     network: NetworkConfig = NetworkConfig()
     search: SearchConfig = SearchConfig()
+    acting: ActingConfig = ActingConfig()
     replay: ReplayConfig = ReplayConfig()
     learner: LearnerConfig = LearnerConfig()
 
@@ -223,6 +266,11 @@ class Config:
         """Iterations between learning iterations (1 unless replay_ratio * num_envs < 1)."""
         per_iteration = self.replay_ratio * self.num_envs
         return 1 if per_iteration >= 1 else round(1 / per_iteration)
+
+    @property
+    def collection_updates(self) -> int:
+        """Updates while collecting (the acting temperature schedule counts these)."""
+        return self.total_updates - self.offline_updates
 
     @property
     def total_updates(self) -> int:
@@ -370,11 +418,13 @@ def presets_dir() -> str:
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
-PRESET_NAMES = ("atari", "classic", "minatar", "dmc_state", "control")
+PRESET_NAMES = ("atari", "classic", "minatar", "dmc_state", "control",
+                "ez1_atari", "muzero_atari", "ez1_classic", "muzero_classic", "ez1_minatar", "muzero_minatar")
 
 
 def load_config_file(path: str) -> Config:
-    """A config file (a preset, or a run's config.yaml) read strictly on top of `Config()`'s defaults."""
+    """A config file (a preset, or a run's config.yaml) read strictly on top of `Config()`'s defaults,
+    or on top of the named preset its `base:` key gives (a preset that changes only a few fields of another)."""
     import yaml
 
     try:
@@ -389,8 +439,11 @@ def load_config_file(path: str) -> Config:
     plain = data["config"]
     if "env_spec" in data or "derived" in data:  # a run's config.yaml, maybe written by an older ezv
         plain = with_pre_field_values(plain)
+    base = data.get("base")
+    if base is not None and base not in PRESET_NAMES:
+        raise ConfigError(f"{path}: base {base!r} is not a preset name (one of {', '.join(PRESET_NAMES)}).")
     try:
-        return from_plain(plain, strict=True)
+        return from_plain(plain, None if base is None else _named_preset(base), strict=True)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
 
@@ -507,7 +560,7 @@ def preset_name_for(domain: str, continuous: bool = False) -> str:
 def validate(cfg: Config, spec: Any, local_devices: int | None = None) -> None:
     """Everything that would stop a run, checked once before anything compiles (`Program` calls it
     after building the envs, whose spec it needs); one line per problem, saying what to change."""
-    errors = [*_loop_errors(cfg), *_learner_errors(cfg), *_search_errors(cfg, spec),
+    errors = [*_loop_errors(cfg), *_learner_errors(cfg), *_search_errors(cfg, spec), *_family_errors(cfg, spec),
               *_layout_errors(cfg, spec.backend, local_devices), *_run_errors(cfg)]
     if errors:
         raise ConfigError("\n".join(errors))
@@ -591,6 +644,54 @@ def _search_errors(cfg: Config, spec: Any) -> list[str]:
                       f"1..--search.num-sampled-actions ({search.num_sampled_actions}).")
     if learner.entropy_coef and learner.entropy_samples < 1:
         errors.append("--learner.entropy-samples must be >= 1 when --learner.entropy-coef is set.")
+    return errors
+
+
+def _family_errors(cfg: Config, spec: Any) -> list[str]:
+    """The EfficientZero (2021) and MuZero settings: pUCT search, acting from visits, stored policies."""
+    errors, search, acting, learner, replay = [], cfg.search, cfg.acting, cfg.learner, cfg.replay
+    if not spec.discrete:
+        if search.kind == "puct":
+            errors.append("--search.kind puct takes discrete actions only (EfficientZero 2021 and MuZero are "
+                          "discrete); use --search.kind gumbel for continuous control.")
+        if learner.reanalyse_fraction < 1:
+            errors.append("--learner.reanalyse-fraction below 1 needs discrete actions (the stored policy of a "
+                          "continuous search is over its own sampled candidates).")
+        if cfg.network.action_encoding != "embedding":
+            errors.append("--network.action-encoding plane/one_hot are for discrete actions; continuous actions "
+                          "use embedding.")
+    if search.dirichlet_alpha <= 0 or not 0.0 <= search.dirichlet_fraction <= 1.0:
+        errors.append(f"--search.dirichlet-alpha must be > 0 and --search.dirichlet-fraction in [0, 1] (got "
+                      f"{search.dirichlet_alpha}, {search.dirichlet_fraction}).")
+    if search.pb_c_base <= 0:
+        errors.append(f"--search.pb-c-base must be > 0 (got {search.pb_c_base}).")
+    if len(acting.temperatures) != len(acting.temperature_switches) + 1:
+        errors.append(f"--acting.temperatures needs one more value than --acting.temperature-switches (got "
+                      f"{len(acting.temperatures)} and {len(acting.temperature_switches)}).")
+    if any(t < 0 for t in acting.temperatures):
+        errors.append("--acting.temperatures must be >= 0 (0: the most visited action).")
+    switches = acting.temperature_switches
+    if any(not 0.0 <= x <= 1.0 for x in switches) or any(b <= a for a, b in zip(switches, switches[1:])):
+        errors.append("--acting.temperature-switches must be increasing fractions of the collection updates in "
+                      f"[0, 1] (got {list(switches)}).")
+    if not (0.0 <= acting.epsilon_start <= 1.0 and 0.0 <= acting.epsilon_final <= 1.0):
+        errors.append("--acting.epsilon-start and --acting.epsilon-final must be in [0, 1].")
+    if acting.epsilon_env_steps < 1:
+        errors.append("--acting.epsilon-env-steps must be >= 1.")
+    if not 0.0 <= learner.reanalyse_fraction <= 1.0:
+        errors.append(f"--learner.reanalyse-fraction must be in [0, 1] (got {learner.reanalyse_fraction}).")
+    elif learner.reanalyse_fraction < 1 and learner.value_target != "td":
+        errors.append(f"--learner.reanalyse-fraction {learner.reanalyse_fraction} needs --learner.value-target td: "
+                      f"the {learner.value_target} target uses a search value for every sample (EZ-V1 and "
+                      "MuZero learn TD values).")
+    if learner.td_age_env_steps is not None and learner.td_age_env_steps < 1:
+        errors.append("--learner.td-age-env-steps must be >= 1 (or None: no age correction).")
+    if learner.lr_decays is not None and learner.lr_decays < 0:
+        errors.append("--learner.lr-decays must be >= 0 (or None: no limit).")
+    if not 0.0 <= replay.min_weight <= 1.0:
+        errors.append(f"--replay.min-weight must be in [0, 1] (got {replay.min_weight}).")
+    if replay.beta < 0 or (replay.beta_final is not None and replay.beta_final < 0):
+        errors.append("--replay.beta and --replay.beta-final must be >= 0.")
     return errors
 
 

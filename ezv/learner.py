@@ -10,8 +10,12 @@ gradients and normalisation statistics are averaged over the mesh axis.
 
 from __future__ import annotations
 
+import functools
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from ezv import augment, replay as replay_lib, targets as targets_lib
@@ -28,14 +32,17 @@ Metrics = dict[str, jax.Array]
 def make_optimizer(cfg: Config) -> optax.GradientTransformation:
     """Global-norm clip, coupled L2 weight decay, then SGD+momentum or Adam, with the reference's
     schedule: linear warm-up over `warmup_fraction` of all updates, then x`lr_decay_rate` every
-    `lr_decay_updates` updates (reference §5)."""
+    `lr_decay_updates` updates (reference §5), at most `lr_decays` times (the MuZero card's piecewise
+    x1 / x0.1 / x0.01: no warm-up, 25k updates, 2 decays)."""
     learner_cfg = cfg.learner
     warmup = int(learner_cfg.warmup_fraction * cfg.total_updates)
     schedule = optax.join_schedules(
         [
             optax.linear_schedule(0.0, learner_cfg.learning_rate, max(warmup, 1)),
             optax.exponential_decay(
-                learner_cfg.learning_rate, learner_cfg.lr_decay_updates, learner_cfg.lr_decay_rate, staircase=True
+                learner_cfg.learning_rate, learner_cfg.lr_decay_updates, learner_cfg.lr_decay_rate, staircase=True,
+                end_value=None if learner_cfg.lr_decays is None
+                else learner_cfg.learning_rate * learner_cfg.lr_decay_rate ** learner_cfg.lr_decays,
             ),
         ],
         [warmup],
@@ -62,24 +69,47 @@ class Learner:
         self.optimizer = make_optimizer(cfg)
         self.window = cfg.learner.unroll_steps + cfg.learner.td_steps + 1
         self.augment = cfg.learner.augment and model.spec.is_image
+        # The first ⌊fraction x B⌋ windows of each batch get policy targets from a fresh search (EZ-V1's
+        # `revisit_policy_search_rate`); the others reuse the policy stored when they were collected.
+        self.searched_per_batch = math.floor(cfg.learner.reanalyse_fraction * self.batch_size + 1e-9)
+        self.reuses_stored_policies = self.searched_per_batch < self.batch_size
 
-    def sample_batch(self, replay: replay_lib.Replay, key: jax.Array) -> tuple[jax.Array, jax.Array, replay_lib.Window]:
+    def importance_exponent(self, updates: jax.Array) -> jax.Array | float:
+        """PER's β after `updates` updates: `replay.beta`, or rising linearly to `replay.beta_final` over the run."""
+        replay_cfg = self.cfg.replay
+        if replay_cfg.beta_final is None:
+            return replay_cfg.beta
+        progress = jnp.minimum(updates / max(self.cfg.total_updates, 1), 1.0)
+        return replay_cfg.beta + (replay_cfg.beta_final - replay_cfg.beta) * progress
+
+    def sample_batch(
+        self, replay: replay_lib.Replay, key: jax.Array, beta: jax.Array | float | None = None
+    ) -> tuple[jax.Array, jax.Array, replay_lib.Window]:
         """Prioritised start rows, their importance weights and windows of unroll + td + 1 positions."""
         replay_cfg = self.cfg.replay
+        beta = replay_cfg.beta if beta is None else beta
         # A start row needs its whole window written: position K + n must exist.
         min_age = self.window - 1
         idx, weights = replay_lib.sample(
-            replay, key, self.batch_size, replay_cfg.alpha, replay_cfg.beta, replay_cfg.min_weight, min_age
+            replay, key, self.batch_size, replay_cfg.alpha, beta, replay_cfg.min_weight, min_age
         )
         return idx, weights, replay_lib.gather(replay, idx, self.window, self.model.frame_stack)
 
-    def reanalysis_search(
-        self, state: TrainState, w: replay_lib.Window, key: jax.Array
-    ) -> tuple[jax.Array, SearchOutput]:
-        """The target network's view of a batch of windows (reference §4): it encodes every window
-        position once, and one batched search runs over all B*(K+1) unroll positions.
+    def searched_windows(self, count: int) -> np.ndarray | None:
+        """Which of `count` batches' windows (flattened) the reanalysis searches; None: all of them."""
+        if not self.reuses_stored_policies:
+            return None
+        return (np.arange(count)[:, None] * self.batch_size + np.arange(self.searched_per_batch)[None]).reshape(-1)
 
-        Returns (decoded values of every position [B, P], the search over the unroll positions).
+    def reanalysis_search(
+        self, state: TrainState, w: replay_lib.Window, key: jax.Array, searched: np.ndarray | None = None
+    ) -> tuple[jax.Array, SearchOutput | None]:
+        """The target network's view of a batch of windows (reference §4): it encodes every window
+        position once, and one batched search runs over the K+1 unroll positions of every window, or
+        of the `searched` windows only.
+
+        Returns (decoded values of every position [B, P], the search over the unroll positions; None
+        when no window is searched).
         """
         K, B, P = self.cfg.learner.unroll_steps, w.reward.shape[0], self.window
         net, variables = self.model.net, state.target_variables
@@ -87,26 +117,37 @@ class Learner:
         logits, value_logits = net.apply(variables, latents, method=EZNet.predict)
         values = self.model.decode_value(value_logits)
 
-        def unroll_positions(x):  # [B*P, ...] -> [B*(K+1), ...]
+        if searched is not None and len(searched) == 0:
+            return values.reshape(B, P), None
+
+        def unroll_positions(x):  # [B*P, ...] -> [B*(K+1), ...] (or the searched windows' positions)
+            if searched is not None:
+                x = x.reshape((B, P) + x.shape[1:])[searched, : K + 1]
+                return x.reshape((-1,) + x.shape[2:])
             return x.reshape((B, P) + x.shape[1:])[:, : K + 1].reshape((B * (K + 1),) + x.shape[1:])
 
         key, root = self.model.roots_from_outputs(
             unroll_positions(latents), unroll_positions(logits), unroll_positions(values), key
         )
-        search = self.model.search_roots(variables, key, root, self.cfg.search.gumbel_scale)
+        search = self.model.search_roots(variables, key, root)
         return values.reshape(B, P), search.replace(tree=None)
 
     def build_targets(
-        self, state: TrainState, w: replay_lib.Window, values: jax.Array, search: SearchOutput
+        self, state: TrainState, w: replay_lib.Window, values: jax.Array, search: SearchOutput | None,
+        searched: np.ndarray | None = None,
     ) -> tuple[Targets, jax.Array]:
-        """Value, reward and policy targets from the reanalysis (reference §4). Returns (targets
-        without the projection targets, which the online network computes in the loss;
-        per-sample TD choice [B])."""
+        """Value, reward and policy targets from the reanalysis (reference §4); with `searched`, the
+        other windows' policy targets are their stored policies (values are TD then, see `validate`).
+        Returns (targets without the projection targets, which the online network computes in the
+        loss; per-sample TD choice [B])."""
         cfg, learner_cfg = self.cfg, self.cfg.learner
         K, n, B = learner_cfg.unroll_steps, learner_cfg.td_steps, w.reward.shape[0]
         mask = targets_lib.unroll_mask(w, K)
         terminal = w.terminal[:, : K + 1]
-        td = targets_lib.n_step_returns(w, values, K, n, learner_cfg.discount)
+        horizon = None
+        if learner_cfg.td_age_env_steps is not None:
+            horizon = targets_lib.age_horizon(w.step, state.iteration, cfg.num_envs, n, learner_cfg.td_age_env_steps)
+        td = targets_lib.n_step_returns(w, values, K, n, learner_cfg.discount, horizon)
         if learner_cfg.value_target == "mixed":
             use_td = targets_lib.use_td_target(
                 w.step, state.iteration, state.updates, cfg.num_envs,
@@ -114,14 +155,21 @@ class Learner:
             )
         else:
             use_td = jnp.full((B,), learner_cfg.value_target == "td")
+        if searched is None:
+            search_values, policy = search.value.reshape(B, K + 1), search.policy.reshape(B, K + 1, -1)
+            extra = self.model.policy_target_fields(search, (B, K + 1))
+        else:  # TD values only; stored policies where no fresh search ran
+            search_values, policy, extra = td, w.policy[:, : K + 1], {}
+            if search is not None:
+                policy = policy.at[searched].set(search.policy.reshape((len(searched), K + 1, -1)))
         tgt = Targets(
-            value=targets_lib.mixed_value_target(use_td, td, search.value.reshape(B, K + 1), terminal),
+            value=targets_lib.mixed_value_target(use_td, td, search_values, terminal),
             reward=targets_lib.reward_targets(w, K, cfg.network.value_prefix, cfg.network.lstm_horizon),
-            policy=search.policy.reshape(B, K + 1, -1),
+            policy=policy,
             projection=jnp.zeros((B,)),  # a placeholder per sample: the loss computes the real ones
             mask=mask,
             policy_mask=mask & ~terminal,
-            **self.model.policy_target_fields(search, (B, K + 1)),
+            **extra,
         )
         return tgt, use_td
 
@@ -196,11 +244,12 @@ class Learner:
         """
         B = self.batch_size
         key, sample_key, search_key, step_key = jax.random.split(state.key, 4)
-        idx, weights, w = jax.vmap(self.sample_batch, in_axes=(None, 0))(
-            state.replay, jax.random.split(sample_key, count))
+        sample = functools.partial(self.sample_batch, beta=self.importance_exponent(state.updates))
+        idx, weights, w = jax.vmap(sample, in_axes=(None, 0))(state.replay, jax.random.split(sample_key, count))
         flat = jax.tree.map(lambda x: x.reshape((count * B,) + x.shape[2:]), w)
-        values, search = self.reanalysis_search(state, flat, search_key)
-        tgt, use_td = self.build_targets(state, flat, values, search)
+        searched = self.searched_windows(count)
+        values, search = self.reanalysis_search(state, flat, search_key, searched)
+        tgt, use_td = self.build_targets(state, flat, values, search, searched)
         tgt, use_td = jax.tree.map(lambda x: x.reshape((count, B) + x.shape[1:]), (tgt, use_td))
         batches = (w, tgt, weights, idx, use_td, jax.random.split(step_key, count))
         return jax.lax.scan(self.update, state.replace(key=key), batches)

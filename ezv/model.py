@@ -2,7 +2,7 @@
 
     model = EZModel(cfg, spec)                      # no envs needed
     variables = model.init_variables(key)           # {"params", "batch_stats"}
-    out = model.search(variables, key, obs, gumbel_scale=1.0)      # acting, reanalysis
+    out = model.search(variables, key, obs)                        # acting, reanalysis (with noise)
     actions = model.greedy_action(variables, obs, key)             # evaluation, exported agents
 
 Discrete and continuous actions differ only in which model functions the search calls
@@ -34,9 +34,11 @@ class EZModel:
         space = spec.action_space
         discrete = isinstance(space, Discrete)
         num_actions = space.n if discrete else None
+        self.num_actions = num_actions  # None: continuous actions
         self.num_simulations = cfg.search.simulations_for(num_actions)
         # The tree-wide Q normalisation reads each node's path from its embedding (no tree walks).
-        path_depth = self.num_simulations if cfg.search.q_normalisation == "tree" else 0
+        tree_rule = cfg.search.kind == "gumbel" and cfg.search.q_normalisation == "tree"
+        path_depth = self.num_simulations if tree_rule else 0
         if discrete:
             self.action_shape, self.action_dtype = (), jnp.int32
             self.net = EZNet(cfg.network, num_actions=space.n)
@@ -76,13 +78,13 @@ class EZModel:
     # --- search ---------------------------------------------------------------------------
 
     def search(
-        self, variables: Any, key: jax.Array, obs: jax.Array, gumbel_scale: float, evaluation: bool = False
+        self, variables: Any, key: jax.Array, obs: jax.Array, evaluation: bool = False
     ) -> SearchOutput:
-        """Search from stacked observations. `evaluation` draws every continuous candidate from π
-        (no widened samples)."""
+        """Search from stacked observations with the acting and reanalysis settings, or for `evaluation`:
+        no Gumbel or Dirichlet noise, every continuous candidate drawn from π (no widened samples)."""
         key, root_key = self.fns.split_root_key(key)
         root = self.fns.root(variables, obs, root_key, widen=not evaluation)
-        return self.search_roots(variables, key, root, gumbel_scale)
+        return self.search_roots(variables, key, root, evaluation)
 
     def roots_from_outputs(
         self, latent: jax.Array, logits: jax.Array, value: jax.Array, key: jax.Array
@@ -92,11 +94,11 @@ class EZModel:
         return key, self.fns.root_from_outputs(latent, logits, value, root_key, widen=True)
 
     def search_roots(
-        self, variables: Any, key: jax.Array, root: mctx.RootFnOutput, gumbel_scale: float
+        self, variables: Any, key: jax.Array, root: mctx.RootFnOutput, evaluation: bool = False
     ) -> SearchOutput:
         return self.fns.search_roots(
             variables, key, root, cfg=self.cfg.search, num_simulations=self.num_simulations,
-            max_considered_actions=self.considered, gumbel_scale=gumbel_scale,
+            max_considered_actions=self.considered, evaluation=evaluation,
         )
 
     def policy_target_fields(self, search: SearchOutput, batch_shape: tuple[int, ...]) -> dict[str, jax.Array]:
@@ -112,6 +114,6 @@ class EZModel:
         return gaussian.to_env(action, space.low, space.high)
 
     def greedy_action(self, variables: Any, obs: jax.Array, key: jax.Array) -> jax.Array:
-        """The evaluation policy: the search without Gumbel noise (continuous: K candidates from π),
-        as env actions. Used by in-training evaluation, `ezv.evaluate` and exported agents."""
-        return self.to_env(self.search(variables, key, obs, 0.0, evaluation=True).action)
+        """The evaluation policy: the search without noise (pUCT: the most visited action; continuous:
+        K candidates from π), as env actions. Used by in-training evaluation, `ezv.evaluate` and exported agents."""
+        return self.to_env(self.search(variables, key, obs, evaluation=True).action)

@@ -117,14 +117,20 @@ class ConvDynamics(nn.Module):
     res_blocks: int
     num_actions: int
     dtype: Any = None
+    action_encoding: str = "embedding"  # NetworkConfig.action_encoding
 
     @nn.compact
     def __call__(self, state, action, train: bool):
-        plane = jnp.broadcast_to(
-            (action.astype(jnp.float32) / self.num_actions)[:, None, None, None], state.shape[:-1] + (1,)
-        )
-        a = nn.Conv(16, (1, 1), dtype=self.dtype)(plane)
-        a = nn.relu(nn.LayerNorm(reduction_axes=(-3, -2, -1), feature_axes=(-3, -2, -1), dtype=self.dtype)(a))
+        if self.action_encoding == "one_hot":  # MuZero: |A| planes
+            a = jnp.broadcast_to(jax.nn.one_hot(action, self.num_actions)[:, None, None, :],
+                                 state.shape[:-1] + (self.num_actions,))
+        else:
+            a = jnp.broadcast_to(
+                (action.astype(jnp.float32) / self.num_actions)[:, None, None, None], state.shape[:-1] + (1,)
+            )
+        if self.action_encoding == "embedding":  # EZ-V2: the plane through conv1x1 + LayerNorm; EZ-V1: bare
+            a = nn.Conv(16, (1, 1), dtype=self.dtype)(a)
+            a = nn.relu(nn.LayerNorm(reduction_axes=(-3, -2, -1), feature_axes=(-3, -2, -1), dtype=self.dtype)(a))
         x = jnp.concatenate([state, a.astype(state.dtype)], axis=-1)
         x = Conv(self.channels, (3, 3), padding=1, dtype=self.dtype)(x)
         x = nn.relu(BatchNorm(use_running_average=not train, dtype=self.dtype)(x) + state)
@@ -208,14 +214,20 @@ class MLPDynamics(nn.Module):
     action_embedding: int
     num_actions: int | None  # None: continuous actions
     dtype: Any = None
+    action_encoding: str = "embedding"  # NetworkConfig.action_encoding (discrete actions)
 
     @nn.compact
     def __call__(self, state, action, train: bool):
         del train
         dense = functools.partial(nn.Dense, dtype=self.dtype)
-        if self.num_actions is not None:
-            action = jax.nn.one_hot(action, self.num_actions)
-        a = nn.relu(nn.LayerNorm(dtype=self.dtype)(dense(self.action_embedding)(action.astype(jnp.float32))))
+        if self.num_actions is not None and self.action_encoding == "plane":
+            a = (action.astype(jnp.float32) / self.num_actions)[:, None]
+        else:
+            if self.num_actions is not None:
+                action = jax.nn.one_hot(action, self.num_actions)
+            a = action.astype(jnp.float32)
+            if self.action_encoding == "embedding" or self.num_actions is None:
+                a = nn.relu(nn.LayerNorm(dtype=self.dtype)(dense(self.action_embedding)(a)))
         x = nn.LayerNorm(dtype=self.dtype)(jnp.concatenate([state, a.astype(state.dtype)], axis=-1))
         x = state + dense(state.shape[-1])(nn.relu(dense(self.hidden)(x)))
         for _ in range(self.blocks):
@@ -319,10 +331,12 @@ class EZNet(nn.Module):
             if self.num_actions is None:
                 raise NotImplementedError("the conv dynamics of this version takes discrete actions only")
             self.representation = ConvRepresentation(c.channels, c.res_blocks, dt)
-            self.dynamics_net = ConvDynamics(c.channels, c.res_blocks, self.num_actions, dt)
+            self.dynamics_net = ConvDynamics(c.channels, c.res_blocks, self.num_actions, dt, c.action_encoding)
         else:
             self.representation = MLPRepresentation(c.latent_dim, c.mlp_hidden, c.mlp_blocks, c.normalize_obs, dt)
-            self.dynamics_net = MLPDynamics(c.mlp_hidden, c.mlp_blocks, c.action_embedding, self.num_actions, dt)
+            self.dynamics_net = MLPDynamics(
+                c.mlp_hidden, c.mlp_blocks, c.action_embedding, self.num_actions, dt, c.action_encoding
+            )
         self.reward_head = RewardHead(c)
         self.prediction = Prediction(c, self.policy_outputs)
         self.projector = Projector(c)

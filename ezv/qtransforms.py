@@ -97,6 +97,12 @@ def normalise_by_tree(tree: mctx.Tree, qvalues: jax.Array) -> jax.Array:
     """The reference's `CMinMaxStats::normalize` followed by its clip to [0, 1]."""
     carries_paths = getattr(tree.embeddings, "path_return", None) is not None
     low, high = (tree_value_range_from_paths if carries_paths else tree_value_range)(tree)
+    return normalise_by_range(qvalues, low, high)
+
+
+def normalise_by_range(qvalues: jax.Array, low: jax.Array, high: jax.Array) -> jax.Array:
+    """(q − min) / max(max − min, 0.01) clipped to [0, 1]; q only clipped while the range is empty
+    (EfficientZero's `CMinMaxStats::normalize` and the clip after it, in V1 and V2 alike)."""
     span = high - low
     has_range = span > 0
     scaled = (qvalues - jnp.where(has_range, low, 0.0)) / jnp.where(has_range, jnp.maximum(span, TREE_RANGE_FLOOR), 1.0)

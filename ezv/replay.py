@@ -42,6 +42,9 @@ class Replay:
     priority: jax.Array  # [T, E] float32
     max_priority: jax.Array  # () float32, the largest stored priority (new rows get it)
     cursor: jax.Array  # () int32, next row to write
+    # [T, E, A] the search policy the agent acted on (only where the learner reuses it: a reanalyse
+    # fraction below 1); None otherwise, so runs without it store and checkpoint nothing extra.
+    policy: jax.Array | None = None
 
     @property
     def rows(self) -> int:
@@ -70,6 +73,7 @@ class Window:
     terminal: jax.Array  # [B, P]
     present: jax.Array  # [B, P]
     step: jax.Array  # [B] iteration that wrote position 0
+    policy: jax.Array | None = None  # [B, P, A] stored search policies (replays that keep them)
 
 
 def init(
@@ -79,7 +83,9 @@ def init(
     obs_dtype: Any,
     action_shape: tuple[int, ...] = (),
     action_dtype: Any = jnp.int32,
+    policy_size: int = 0,
 ) -> Replay:
+    """An empty replay; `policy_size` > 0 also keeps each row's search policy over that many actions."""
     shape = (rows, num_envs)
     return Replay(
         obs=jnp.zeros(shape + tuple(obs_shape), obs_dtype),
@@ -92,11 +98,12 @@ def init(
         priority=jnp.zeros(shape, jnp.float32),
         max_priority=jnp.float32(1.0),
         cursor=jnp.int32(0),
+        policy=jnp.zeros(shape + (policy_size,), jnp.float32) if policy_size else None,
     )
 
 
-def add(replay: Replay, iteration: jax.Array, obs, action, reward, first, last, terminal) -> Replay:
-    """Write one row for every env (all arguments [E, ...])."""
+def add(replay: Replay, iteration: jax.Array, obs, action, reward, first, last, terminal, policy=None) -> Replay:
+    """Write one row for every env (all arguments [E, ...]; `policy` where the replay keeps policies)."""
     t = replay.cursor
 
     def put(buf, value):
@@ -112,6 +119,7 @@ def add(replay: Replay, iteration: jax.Array, obs, action, reward, first, last, 
         step=put(replay.step, jnp.full(last.shape, iteration, jnp.int32)),
         priority=put(replay.priority, jnp.where(last, 0.0, replay.max_priority)),
         cursor=(t + 1) % replay.rows,
+        policy=None if replay.policy is None else put(replay.policy, policy),
     )
 
 
@@ -198,6 +206,7 @@ def gather(replay: Replay, flat_idx: jax.Array, positions: int, frame_stack: int
         terminal=take(replay.terminal)[:, sl],
         present=present[:, sl],
         step=step0,
+        policy=None if replay.policy is None else take(replay.policy)[:, sl],
     )
 
 

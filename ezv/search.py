@@ -1,4 +1,5 @@
-"""Gumbel MuZero search on mctx (reference §3) and the EZ-V2 model functions it calls.
+"""Gumbel MuZero search on mctx (reference §3), EZ-V1's pUCT search (`ezv.puct`), and the model
+functions both call.
 
 Discrete actions use `mctx.gumbel_muzero_policy` with completed Q-values by mixed value
 (c_visit 50, c_scale 0.1), normalised per tree as the reference does or per node as mctx
@@ -26,6 +27,7 @@ from flax import struct
 from ezv import gaussian
 from ezv.config import NetworkConfig, SearchConfig
 from ezv.networks import EZNet, initial_lstm_carry, reset_lstm_carry
+from ezv.puct import puct_search
 from ezv.qtransforms import at_depth, make_qtransform
 
 
@@ -85,6 +87,26 @@ def gumbel_search(
     return SearchOutput(
         action=out.action.astype(jnp.int32),
         policy=out.action_weights,
+        value=tree.node_values[:, tree.ROOT_INDEX],
+        raw_value=tree.raw_values[:, tree.ROOT_INDEX],
+    )
+
+
+def visit_count_search(
+    params: Any, key: jax.Array, root: mctx.RootFnOutput, recurrent_fn: mctx.RecurrentFn, *,
+    cfg: SearchConfig, num_simulations: int, evaluation: bool,
+) -> SearchOutput:
+    """EZ-V1's pUCT search (`ezv.puct`): the policy (target) is the root's visit distribution and the
+    action its argmax (acting draws from the visits instead, `ezv.acting`); Dirichlet noise unless `evaluation`."""
+    visits, tree = puct_search(
+        params, key, root, recurrent_fn, num_simulations=num_simulations, pb_c_init=cfg.pb_c_init,
+        pb_c_base=cfg.pb_c_base, dirichlet_alpha=cfg.dirichlet_alpha,
+        dirichlet_fraction=0.0 if evaluation else cfg.dirichlet_fraction,
+    )
+    visits = visits.astype(jnp.float32)
+    return SearchOutput(
+        action=jnp.argmax(visits, axis=-1).astype(jnp.int32),
+        policy=visits / jnp.maximum(jnp.sum(visits, axis=-1, keepdims=True), 1.0),
         value=tree.node_values[:, tree.ROOT_INDEX],
         raw_value=tree.raw_values[:, tree.ROOT_INDEX],
     )
@@ -179,11 +201,16 @@ class ModelFns:
 
     def search_roots(
         self, variables: Any, key: jax.Array, root: mctx.RootFnOutput, *, cfg: SearchConfig, num_simulations: int,
-        max_considered_actions: int, gumbel_scale: float | jax.Array,
+        max_considered_actions: int, evaluation: bool,
     ) -> SearchOutput:
+        """The configured search kind from these roots; `evaluation` turns its exploration noise off."""
+        if cfg.kind == "puct":
+            return visit_count_search(
+                variables, key, root, self.recurrent_fn, cfg=cfg, num_simulations=num_simulations, evaluation=evaluation
+            )
         return gumbel_search(
             variables, key, root, self.recurrent_fn, cfg=cfg, num_simulations=num_simulations,
-            max_considered_actions=max_considered_actions, gumbel_scale=gumbel_scale,
+            max_considered_actions=max_considered_actions, gumbel_scale=0.0 if evaluation else cfg.gumbel_scale,
         )
 
     def policy_target_fields(self, search: SearchOutput, batch_shape: tuple[int, ...]) -> dict[str, jax.Array]:
@@ -325,11 +352,12 @@ class ContinuousModelFns(ModelFns):
 
     def search_roots(
         self, variables: Any, key: jax.Array, root: mctx.RootFnOutput, *, cfg: SearchConfig, num_simulations: int,
-        max_considered_actions: int, gumbel_scale: float | jax.Array,
+        max_considered_actions: int, evaluation: bool,
     ) -> SearchOutput:
         del max_considered_actions  # every sampled candidate is considered
         return sampled_gumbel_search(
-            variables, key, root, self.recurrent_fn, cfg=cfg, num_simulations=num_simulations, gumbel_scale=gumbel_scale
+            variables, key, root, self.recurrent_fn, cfg=cfg, num_simulations=num_simulations,
+            gumbel_scale=0.0 if evaluation else cfg.gumbel_scale,
         )
 
     def policy_target_fields(self, search: SearchOutput, batch_shape: tuple[int, ...]) -> dict[str, jax.Array]:

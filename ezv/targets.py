@@ -28,13 +28,15 @@ def unroll_mask(w: Window, unroll_steps: int) -> jax.Array:
     return jnp.concatenate([jnp.ones_like(ok[:, :1]), jnp.cumprod(ok, axis=1).astype(bool)], axis=1)
 
 
-def n_step_returns(w: Window, values: jax.Array, unroll_steps: int, td_steps: int, discount: float) -> jax.Array:
+def n_step_returns(
+    w: Window, values: jax.Array, unroll_steps: int, td_steps: int, discount: float, horizon: jax.Array | None = None
+) -> jax.Array:
     """[B, K+1] z_k = Σ_{j<m} γ^j r_{k+j} + γ^m v(o_{k+m}) (1 − terminal_{k+m}), m <= n.
 
-    m is the number of consecutive stored transitions from k (at most `td_steps`), so the
-    sum stops at an episode's end (bootstrapping from its final observation unless it is
-    terminal) or at the newest written row. `values` [B, P] are target-network values of
-    every window position.
+    m is the number of consecutive stored transitions from k (at most `td_steps`, or the sample's
+    own `horizon` [B] where given: `age_horizon`), so the sum stops at an episode's end
+    (bootstrapping from its final observation unless it is terminal) or at the newest written
+    row. `values` [B, P] are target-network values of every window position.
     """
     ok = transition_ok(w)
     out = []
@@ -45,6 +47,8 @@ def n_step_returns(w: Window, values: jax.Array, unroll_steps: int, td_steps: in
         m = jnp.zeros(ok.shape[:1], jnp.int32)
         for j in range(td_steps):
             alive = alive & ok[:, k + j]
+            if horizon is not None:
+                alive = alive & (j < horizon)
             total = total + jnp.where(alive, scale * w.reward[:, k + j], 0.0)
             scale = jnp.where(alive, scale * discount, scale)
             m = m + alive
@@ -68,6 +72,16 @@ def reward_targets(w: Window, unroll_steps: int, value_prefix: bool, horizon: in
         start = (k - 1) // horizon * horizon
         out.append(rewards[:, start:k].sum(axis=1))
     return jnp.stack(out, axis=1)
+
+
+def age_horizon(
+    sample_step: jax.Array, iteration: jax.Array, num_envs: int, td_steps: int, age_env_steps_per_step: int
+) -> jax.Array:
+    """[B] EZ-V1's off-policy correction (`reanalyze_worker.py`): a sample `age` env steps old
+    bootstraps after n = clip(td_steps − ⌊age / age_env_steps_per_step⌋, 1, td_steps) steps, so old
+    data, collected by an older policy, leans on the target network's value sooner."""
+    age = (iteration - 1 - sample_step) * num_envs
+    return jnp.clip(td_steps - age // age_env_steps_per_step, 1, td_steps).astype(jnp.int32)
 
 
 def use_td_target(

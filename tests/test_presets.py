@@ -11,7 +11,16 @@ import zipfile
 import pytest
 import yaml
 
-from ezv.config import PRESET_NAMES, Config, ConfigError, load_config_file, presets_dir, to_plain, write_run_config
+from ezv.config import (
+    PRESET_NAMES,
+    Config,
+    ConfigError,
+    load_config_file,
+    load_preset,
+    presets_dir,
+    to_plain,
+    write_run_config,
+)
 from ezv.train import resolve_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,13 +38,16 @@ def flat(plain, prefix=""):
 
 @pytest.mark.parametrize("name", PRESET_NAMES)
 def test_each_preset_file_states_only_what_differs_from_the_defaults(name):
+    """A preset states what differs from `Config()`, or from the preset it names as its `base`."""
     with open(os.path.join(REPO, "configs", f"{name}.yaml")) as f:
-        stated = flat(yaml.safe_load(f)["config"])
-    defaults = flat(to_plain(Config()))
+        data = yaml.safe_load(f)
+    stated = flat(data["config"])
+    defaults = flat(to_plain(load_preset(data["base"]) if "base" in data else Config()))
     assert stated["preset"] == name
     for key, value in stated.items():
         assert key in defaults, key
-        assert value != defaults[key], f"{name}.yaml restates the default {key}: {value!r}"
+        if key != "preset":
+            assert value != defaults[key], f"{name}.yaml restates {key}: {value!r}"
 
 
 def test_the_source_checkout_reads_its_top_level_configs_folder():
@@ -109,3 +121,13 @@ def test_a_non_editable_install_ships_the_presets(tmp_path):
                          check=True, capture_output=True, text=True).stdout.splitlines()
     assert out[0].startswith(str(site)) and out[1].startswith(str(site))
     assert out[2] == str(list(PRESET_NAMES))
+
+
+def test_a_preset_built_on_another_names_a_preset_as_its_base(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: classic\nconfig:\n  search:\n    kind: puct\n")
+    cfg = load_config_file(str(path))
+    assert cfg.search.kind == "puct" and cfg.learner.batch_size == load_preset("classic").learner.batch_size
+    path.write_text("base: clasic\nconfig:\n  seed: 1\n")
+    with pytest.raises(ConfigError, match="base 'clasic' is not a preset name"):
+        load_config_file(str(path))
