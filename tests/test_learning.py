@@ -1,4 +1,5 @@
-"""The agent must actually learn: CartPole-v1 with the classic preset, through `ezv.train`."""
+"""The agent must actually learn, through `ezv.train`: CartPole-v1 with the classic preset (and the EZ-V1 and
+MuZero modes), dmc/CartpoleBalance with the control preset."""
 
 import json
 import os
@@ -14,11 +15,11 @@ def eval_curve(run_dir: str) -> list[tuple[int, float]]:
     return [(r["env_steps"], r["eval_return_mean"]) for r in rows if r.get("eval_return_mean") is not None]
 
 
-def train_cartpole(tmp_path, steps: int, seed: int = 0) -> list[tuple[int, float]]:
-    run_dir = str(tmp_path / f"cartpole-{steps}-s{seed}")
+def train_cartpole(tmp_path, steps: int, seed: int = 0, preset: str = "classic") -> list[tuple[int, float]]:
+    run_dir = str(tmp_path / f"cartpole-{preset}-{steps}-s{seed}")
     cfg = resolve_config(
-        ["--env-id", "CartPole-v1", "--seed", str(seed), "--total-env-steps", str(steps), "--run-dir", run_dir,
-         "--quiet"]
+        ["--env-id", "CartPole-v1", "--preset", preset, "--seed", str(seed), "--total-env-steps", str(steps),
+         "--run-dir", run_dir, "--quiet"]
     )
     train(cfg)
     return eval_curve(run_dir)
@@ -37,6 +38,15 @@ def test_cartpole_balances_for_most_of_its_evaluations_after_5k_env_steps(tmp_pa
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_cartpole_reaches_475_within_20k_env_steps(tmp_path, seed):
     curve = train_cartpole(tmp_path, 20_000, seed)
+    assert max(r for _, r in curve) >= 475, curve
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["ez1_classic", "muzero_classic"])
+def test_the_efficientzero_and_muzero_modes_reach_475_within_20k_env_steps(tmp_path, preset):
+    """The pUCT search kind learns CartPole too (EZ-V1's and the MuZero card's algorithms on the classic
+    preset's networks; the Gumbel kind's test is above)."""
+    curve = train_cartpole(tmp_path, 20_000, 0, preset)
     assert max(r for _, r in curve) >= 475, curve
 
 

@@ -198,3 +198,26 @@ def test_the_mode_presets_say_what_their_papers_say():
     assert mz.replay.beta_final is None and mz.learner.target_update_interval == 100
     assert EZModel(ez1, envs.make("Breakout-v5", 1, seed=0).spec).num_simulations == 50
     assert Learner(ez1, EZModel(ez1, envs.make("Breakout-v5", 1, seed=0).spec)).searched_per_batch == 253
+
+
+def test_a_mode_run_with_two_seeds_resumes_exports_and_evaluates(tmp_path, capsys):
+    """The EZ-V1 mode through the CLI: 2 seeds in one program, its stored policies checkpointed with the
+    replay, resumed bit-exactly where an uninterrupted run would be, then exported and evaluated."""
+    import shutil
+
+    from cli_helpers import TINY_FLAGS, read_rows, run_cli, without_timing
+
+    from ezv import evaluate
+    from ezv.export import export_run
+
+    base = ["--env-id", "CartPole-v1", "--preset", "ez1_classic", *TINY_FLAGS, "--num-seeds", "2",
+            "--checkpoint-interval", "40"]
+    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    run_cli([*base, "--run-dir", straight, "--total-env-steps", "120"], capsys)
+    shutil.copytree(straight, resumed)
+    run_cli(["--resume", resumed, "--resume-step", "80"], capsys)
+    assert without_timing(read_rows(resumed)) == without_timing(read_rows(straight))
+    paths = export_run(resumed, str(tmp_path / "agents"))
+    assert len(paths) == 2
+    report = evaluate.main([paths[1], "--episodes", "2"])
+    assert len(report["seeds"]["1"]["returns"]) == 2 and np.isfinite(report["seeds"]["1"]["returns"]).all()
