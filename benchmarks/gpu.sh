@@ -8,9 +8,11 @@
 # wheels first on a machine with a package index (`bash ../shared/tools/device-wheels.sh` writes .whl/)
 # and copy .whl/ with the repository; this script installs them into /tmp/site.
 #
-# Knobs (environment variables): PARTS and BUDGET_S (benchmarks, below), LEARN_ENV, LEARN_S and FULL (the
-# learning run). The defaults aim at one 10-minute call (~1 min set-up, 330 s of benchmarks — BUDGET_S only
-# stops further parts from starting — and 150 s of learning); FULL=1 takes as long as the whole run. Test it on a CPU with a tiny budget before a GPU session:
+# Knobs (environment variables): PARTS and BUDGET_S (benchmarks, below), LEARN_ENV, LEARN_PRESET (auto, or
+# ez1_atari / muzero_atari for the EfficientZero 2021 and MuZero modes), LEARN_S and FULL (the learning run).
+# The defaults aim at one 10-minute call (~1 min set-up, 330 s of benchmarks — BUDGET_S only stops further
+# parts from starting — and 150 s of learning); FULL=1 takes as long as the whole run. Test it on a CPU with
+# a tiny budget before a GPU session:
 #   BUDGET_S=1 PARTS=flags LEARN_S=60 LEARN_ENV=CartPole-v1 bash benchmarks/gpu.sh /tmp/gpu-dry-run
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +45,8 @@ else
     LEARN_FLAGS=(--eval-interval 2000 --eval-episodes 4 --checkpoint-interval 0)
     LIMIT=(timeout -k 30 -s INT "${LEARN_S:-150}")  # SIGINT: ezv.train stops cleanly; KILL 30 s later if not
 fi
-${LIMIT[@]+"${LIMIT[@]}"} python3 -m ezv.train --env-id "${LEARN_ENV:-Pong-v5}" --num-seeds 2 --run-dir "$LEARN_DIR" --quiet \
+${LIMIT[@]+"${LIMIT[@]}"} python3 -m ezv.train --env-id "${LEARN_ENV:-Pong-v5}" --preset "${LEARN_PRESET:-auto}" \
+    --num-seeds 2 --run-dir "$LEARN_DIR" --quiet \
     --no-tensorboard "${LEARN_FLAGS[@]}" 2>&1 | tee "$OUT_DIR/learning_log.txt"
 mkdir -p "$OUT_DIR/learning"
 cp "$LEARN_DIR"/config.yaml "$LEARN_DIR"/metrics.jsonl "$OUT_DIR/learning/" 2>/dev/null
