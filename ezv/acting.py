@@ -2,7 +2,7 @@
 
     rule = ActingRule(cfg, model)
     if rule.active:
-        action = rule.choose(key, out, iteration, updates)
+        out = rule.apply(key, out, iteration, updates)   # actions to execute (and the policy to store)
 
 EZ-V2 executes the Gumbel search's choice and needs none of this. EZ-V1 samples from the pUCT visit
 counts with a temperature that falls with the collection phase's updates, after uniform random actions
@@ -55,6 +55,15 @@ class ActingRule:
         if self.num_actions is not None:
             return jax.random.randint(key, (batch,), 0, self.num_actions, jnp.int32)
         return jax.random.uniform(key, (batch,) + self.action_shape, jnp.float32, -1.0, 1.0)
+
+    def apply(self, key: jax.Array, out: SearchOutput, iteration: jax.Array, updates: jax.Array) -> SearchOutput:
+        """`out` with the actions to execute, and before learning (with `random_before_learning`) the uniform
+        policy EZ-V1 stores for its random actions (it replaces the visit counts by ones)."""
+        out = out.replace(action=self.choose(key, out, iteration, updates))
+        if self.acting.random_before_learning:
+            uniform = jnp.full_like(out.policy, 1.0 / out.policy.shape[-1])
+            out = out.replace(policy=jnp.where(updates == 0, uniform, out.policy))
+        return out
 
     def choose(self, key: jax.Array, out: SearchOutput, iteration: jax.Array, updates: jax.Array) -> jax.Array:
         """The actions to execute. `iteration`: acting steps taken (env steps = x num_envs); `updates`:

@@ -172,7 +172,7 @@ class Agent:
         out = self.model.search(state.variables, search_key, stacked_obs(state.frames))
         if self.acting.active:  # draws only where the acting settings ask for it (EZ-V2 needs none)
             key, acting_key = jax.random.split(key)
-            out = out.replace(action=self.acting.choose(acting_key, out, state.iteration, state.updates))
+            out = self.acting.apply(acting_key, out, state.iteration, state.updates)
         return state.replace(key=key), out
 
     def record(self, state: TrainState, out: SearchOutput, env_state: Any, ts: TimeStep) -> tuple[TrainState, Metrics]:

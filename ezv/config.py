@@ -448,9 +448,18 @@ def load_config_file(path: str) -> Config:
         raise ConfigError(f"{path}: {e}") from None
 
 
+_LOADING: set[str] = set()  # presets being read, so that a `base:` cycle is an error and not a recursion
+
+
 @functools.lru_cache(maxsize=None)
 def _named_preset(name: str) -> Config:
-    return load_config_file(os.path.join(presets_dir(), f"{name}.yaml"))
+    if name in _LOADING:
+        raise ConfigError(f"preset {name!r} is its own base (a `base:` cycle through {', '.join(sorted(_LOADING))}).")
+    _LOADING.add(name)
+    try:
+        return load_config_file(os.path.join(presets_dir(), f"{name}.yaml"))
+    finally:
+        _LOADING.discard(name)
 
 
 def load_preset(name_or_path: str) -> Config:

@@ -29,14 +29,13 @@ from ezv.state import TrainState
 Metrics = dict[str, jax.Array]
 
 
-def make_optimizer(cfg: Config) -> optax.GradientTransformation:
-    """Global-norm clip, coupled L2 weight decay, then SGD+momentum or Adam, with the reference's
-    schedule: linear warm-up over `warmup_fraction` of all updates, then x`lr_decay_rate` every
-    `lr_decay_updates` updates (reference §5), at most `lr_decays` times (the MuZero card's piecewise
-    x1 / x0.1 / x0.01: no warm-up, 25k updates, 2 decays)."""
+def learning_rate_schedule(cfg: Config) -> optax.Schedule:
+    """The reference's schedule: linear warm-up over `warmup_fraction` of all updates, then
+    x`lr_decay_rate` every `lr_decay_updates` updates (reference §5), at most `lr_decays` times (the
+    MuZero card's piecewise x1 / x0.1 / x0.01: no warm-up, 25k updates, 2 decays)."""
     learner_cfg = cfg.learner
     warmup = int(learner_cfg.warmup_fraction * cfg.total_updates)
-    schedule = optax.join_schedules(
+    return optax.join_schedules(
         [
             optax.linear_schedule(0.0, learner_cfg.learning_rate, max(warmup, 1)),
             optax.exponential_decay(
@@ -47,6 +46,12 @@ def make_optimizer(cfg: Config) -> optax.GradientTransformation:
         ],
         [warmup],
     )
+
+
+def make_optimizer(cfg: Config) -> optax.GradientTransformation:
+    """Global-norm clip, coupled L2 weight decay, then SGD+momentum or Adam on `learning_rate_schedule`."""
+    learner_cfg = cfg.learner
+    schedule = learning_rate_schedule(cfg)
     if learner_cfg.optimizer == "sgd":
         opt = optax.sgd(schedule, momentum=learner_cfg.momentum)
     else:
@@ -69,8 +74,9 @@ class Learner:
         self.optimizer = make_optimizer(cfg)
         self.window = cfg.learner.unroll_steps + cfg.learner.td_steps + 1
         self.augment = cfg.learner.augment and model.spec.is_image
-        # The first ⌊fraction x B⌋ windows of each batch get policy targets from a fresh search (EZ-V1's
-        # `revisit_policy_search_rate`); the others reuse the policy stored when they were collected.
+        # The first ⌊fraction x B⌋ windows of each (shuffled) batch get policy targets from a fresh search
+        # (EZ-V1's `revisit_policy_search_rate`); the others reuse the policy stored when they were collected.
+        # With several devices the count is per device's batch (2 x ⌊0.99 x 128⌋ = 252 of 256, not 253).
         self.searched_per_batch = math.floor(cfg.learner.reanalyse_fraction * self.batch_size + 1e-9)
         self.reuses_stored_policies = self.searched_per_batch < self.batch_size
 
@@ -90,9 +96,16 @@ class Learner:
         beta = replay_cfg.beta if beta is None else beta
         # A start row needs its whole window written: position K + n must exist.
         min_age = self.window - 1
+        if self.reuses_stored_policies:
+            key, order_key = jax.random.split(key)
         idx, weights = replay_lib.sample(
             replay, key, self.batch_size, replay_cfg.alpha, beta, replay_cfg.min_weight, min_age
         )
+        if self.reuses_stored_policies:
+            # Stratified sampling returns rows in storage order; shuffled, the windows that keep their stored
+            # policies (the batch's last ones, `searched_windows`) are a random subset, as in EZ-V1.
+            order = jax.random.permutation(order_key, self.batch_size)
+            idx, weights = idx[order], weights[order]
         return idx, weights, replay_lib.gather(replay, idx, self.window, self.model.frame_stack)
 
     def searched_windows(self, count: int) -> np.ndarray | None:

@@ -15,7 +15,8 @@ import ezv.envs as envs
 from ezv import targets
 from ezv.agent import Agent
 from ezv.config import Config, ConfigError, NetworkConfig, load_preset, validate
-from ezv.learner import Learner, make_optimizer
+from ezv.frames import stacked_obs
+from ezv.learner import Learner, learning_rate_schedule
 from ezv.model import EZModel
 from ezv.networks import EZNet
 
@@ -58,14 +59,16 @@ def test_per_beta_rises_linearly_over_the_run_to_its_final_value():
 
 
 def test_the_learning_rate_decays_at_most_lr_decays_times():
-    cfg = load_preset("muzero_atari")
-    schedule = make_optimizer(cfg)  # built without error; its schedule is the chain's last state
-    del schedule
-    import optax
-
-    lr = optax.exponential_decay(0.2, 25_000, 0.1, staircase=True, end_value=0.2 * 0.1**2)
-    np.testing.assert_allclose([lr(0), lr(24_999), lr(25_000), lr(50_000), lr(90_000)],
-                               [0.2, 0.2, 0.02, 0.002, 0.002], rtol=1e-5)
+    # The MuZero card: x1 below 25k updates, x0.1 below 50k, x0.01 after (no third decay at 75k).
+    lr = learning_rate_schedule(load_preset("muzero_atari"))
+    np.testing.assert_allclose([lr(0), lr(24_999), lr(25_000), lr(49_999), lr(50_000), lr(90_000)],
+                               [0.2, 0.2, 0.02, 0.02, 0.002, 0.002], rtol=1e-5)
+    # EZ-V2 decays with no limit: warm-up over 1% of its updates, then x0.1 every 100k.
+    atari = load_preset("atari")
+    lr = learning_rate_schedule(atari)
+    warmup = int(0.01 * atari.total_updates)
+    np.testing.assert_allclose([lr(warmup), lr(warmup + 100_000), lr(warmup + 200_000)], [0.2, 0.02, 0.002],
+                               rtol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +80,17 @@ def half_reanalysed():
     return agent, act(state)
 
 
-def test_acting_stores_the_search_policy_of_every_row(half_reanalysed):
+def test_acting_stores_the_search_policy_of_every_row_and_a_uniform_one_for_random_actions(half_reanalysed):
     agent, state = half_reanalysed
     assert state.replay.policy.shape == (state.replay.rows, agent.cfg.num_envs, 2)
     written = np.asarray(state.replay.step) >= 0
-    np.testing.assert_allclose(np.asarray(state.replay.policy)[written].sum(-1), 1.0, rtol=1e-5)
+    policies = np.asarray(state.replay.policy)[written]
+    np.testing.assert_allclose(policies.sum(-1), 1.0, rtol=1e-5)
+    # No update ran during these 60 acting steps: EZ-V1 acts at random and stores ones, i.e. uniform policies.
+    np.testing.assert_allclose(policies, 0.5)
+    out = agent.model.search(state.variables, jax.random.PRNGKey(1), stacked_obs(state.frames))
+    after = agent.acting.apply(jax.random.PRNGKey(0), out, state.iteration, jnp.int32(1))
+    np.testing.assert_array_equal(after.policy, out.policy)  # once learning, the search's visits
     assert cartpole_agent("classic").init(jax.random.PRNGKey(0)).replay.policy is None  # EZ-V2 stores none
 
 
@@ -97,6 +106,9 @@ def test_the_reanalysis_fraction_searches_the_first_windows_and_the_rest_learn_t
     np.testing.assert_array_equal(tgt.policy[4:], w.policy[4:, : K + 1])
     np.testing.assert_array_equal(tgt.policy[:4], search.policy.reshape(4, K + 1, 2))
     assert not np.allclose(tgt.policy[:4], w.policy[:4, : K + 1])  # a fresh search, not the stored one
+    # The batch is shuffled, so the windows that keep their stored policy are not always the newest rows.
+    idx = np.stack([np.asarray(learner.sample_batch(state.replay, jax.random.PRNGKey(k))[0]) for k in range(8)])
+    assert (np.diff(idx, axis=1) < 0).any()
     assert bool(use_td.all())
 
 
