@@ -1,8 +1,10 @@
 """`python -m ezv.plot RUN_DIR... [--out curves.png] [--table scores.md]`
 
 Evaluation return vs env steps, one panel per env: the mean over every seed of every run given
-(runs of one env are pooled; a `--num-seeds` run contributes each of its seeds) with a 95%
-bootstrap confidence band, and the thin per-seed curves. A table of final scores follows: for
+(runs of one env and one preset are pooled; a `--num-seeds` run contributes each of its seeds) with
+a 95% bootstrap confidence band, and the thin per-seed curves. Runs of one env under different
+presets (EZ-V2's `classic` beside `ez1_classic` and `muzero_classic`, say) get a curve each, and a row
+each in the table, so that the modes compare on one figure. A table of final scores follows: for
 Atari, per-game returns and human-normalised scores with the aggregate mean, median and IQM next
 to EfficientZero V2's published values; for DMC, returns next to the published EZ-V2 figure. DMC
 panels also draw the published seed-mean curves of TD-MPC2, DreamerV3 and SAC (the TD-MPC2 authors'
@@ -24,9 +26,9 @@ from ezv import scores
 from ezv.logger import eval_rows
 
 
-def read_run(run_dir: str) -> tuple[str, dict[int, list[tuple[int, float]]], dict[int, float]]:
-    """(env id, per-seed evaluation curve [(env steps, return)] of the collection phase, per-seed
-    final evaluation return, which includes the offline phase when the run had one)."""
+def read_run(run_dir: str) -> tuple[str, str, dict[int, list[tuple[int, float]]], dict[int, float]]:
+    """(env id, preset, per-seed evaluation curve [(env steps, return)] of the collection phase,
+    per-seed final evaluation return, which includes the offline phase when the run had one)."""
     import yaml
 
     cfg_path, metrics_path = os.path.join(run_dir, "config.yaml"), os.path.join(run_dir, "metrics.jsonl")
@@ -38,7 +40,8 @@ def read_run(run_dir: str) -> tuple[str, dict[int, list[tuple[int, float]]], dic
     curves = {seed: [(int(r["env_steps"]), float(r["eval_return_mean"])) for r in rows if not r.get("offline")]
               for seed, rows in by_seed.items()}
     final = {seed: float(rows[-1]["eval_return_mean"]) for seed, rows in by_seed.items()}
-    return cfg["env_id"], {seed: curve for seed, curve in curves.items() if curve}, final
+    curves = {seed: curve for seed, curve in curves.items() if curve}
+    return cfg["env_id"], str(cfg.get("preset", "auto")), curves, final
 
 
 def bootstrap_ci(values: np.ndarray, rng: np.random.Generator, reps: int = 2000) -> tuple[float, float]:
@@ -48,17 +51,18 @@ def bootstrap_ci(values: np.ndarray, rng: np.random.Generator, reps: int = 2000)
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def collect(run_dirs: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """env id -> {"curves": [per-seed curves], "final": [per-seed final returns], "runs": [...]}."""
-    envs: dict[str, dict[str, Any]] = defaultdict(lambda: {"curves": [], "final": [], "runs": []})
+def collect(run_dirs: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """env id -> preset -> {"curves": [per-seed curves], "final": [per-seed final returns], "runs": [...]}."""
+    envs: dict[str, dict[str, dict[str, Any]]] = defaultdict(
+        lambda: defaultdict(lambda: {"curves": [], "final": [], "runs": []}))
     for run_dir in run_dirs:
-        env_id, curves, final = read_run(run_dir)
-        entry = envs[env_id]
+        env_id, preset, curves, final = read_run(run_dir)
+        entry = envs[env_id][preset]
         entry["runs"].append(run_dir)
         for seed, curve in curves.items():
             entry["curves"].append(sorted(curve))
         entry["final"].extend(final.values())
-    return dict(envs)
+    return {env_id: dict(presets) for env_id, presets in envs.items()}
 
 
 def curve_stats(curves: list[list[tuple[int, float]]], seed: int = 0) -> list[tuple[int, float, float, float, int]]:
@@ -76,7 +80,10 @@ def curve_stats(curves: list[list[tuple[int, float]]], seed: int = 0) -> list[tu
     return out
 
 
-def plot(envs: dict[str, dict[str, Any]], out: str) -> None:
+CURVE_COLORS = ("tab:blue", "tab:brown", "tab:cyan", "tab:olive", "tab:pink", "tab:gray")
+
+
+def plot(envs: dict[str, dict[str, dict[str, Any]]], out: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,16 +93,22 @@ def plot(envs: dict[str, dict[str, Any]], out: str) -> None:
     cols = min(n, 3)
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
-    for ax, (env_id, entry) in zip(axes.flat, sorted(envs.items())):
-        for curve in entry["curves"]:
-            ax.plot(*zip(*curve), color="tab:blue", alpha=0.25, linewidth=0.8)
-        stats = curve_stats(entry["curves"])
-        steps = [s[0] for s in stats]
-        ax.plot(steps, [s[1] for s in stats], color="tab:blue", linewidth=2,
-                label=f"ezv, mean of {len(entry['curves'])} seed(s)")
-        ax.fill_between(steps, [s[2] for s in stats], [s[3] for s in stats], color="tab:blue", alpha=0.2,
-                        label="95% bootstrap CI")
-        for (algorithm, curve), color in zip(sorted(published_in_range(env_id, max(steps)).items()),
+    for ax, (env_id, presets) in zip(axes.flat, sorted(envs.items())):
+        last = 0
+        for (preset, entry), color in zip(sorted(presets.items()), CURVE_COLORS):
+            if not entry["curves"]:
+                continue
+            for curve in entry["curves"]:
+                ax.plot(*zip(*curve), color=color, alpha=0.25, linewidth=0.8)
+            stats = curve_stats(entry["curves"])
+            steps = [s[0] for s in stats]
+            last = max(last, max(steps))
+            name = f"ezv {preset}" if len(presets) > 1 else "ezv"
+            ax.plot(steps, [s[1] for s in stats], color=color, linewidth=2,
+                    label=f"{name}, mean of {len(entry['curves'])} seed(s)")
+            ax.fill_between(steps, [s[2] for s in stats], [s[3] for s in stats], color=color, alpha=0.2,
+                            label="95% bootstrap CI" if len(presets) == 1 else None)
+        for (algorithm, curve), color in zip(sorted(published_in_range(env_id, last).items()),
                                              ("tab:green", "tab:purple", "tab:orange")):
             ax.plot([c[0] for c in curve], [c[1] for c in curve], color=color, linestyle=":", marker="o",
                      markersize=3, linewidth=1.2, label=f"{PUBLISHED_NAMES.get(algorithm, algorithm)} (published)")
@@ -140,8 +153,18 @@ def reference_score(env_id: str) -> tuple[float, str] | None:
     return None
 
 
-def score_table(envs: dict[str, dict[str, Any]]) -> str:
-    lines = ["| env | seeds | final return (mean ± std) | human-normalised | EZ-V2 (paper) | EZ-V2 human-normalised |",
+def score_table(envs: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """One table per preset: a row per env, and the Atari aggregates of that preset over its games."""
+    presets = sorted({preset for by_preset in envs.values() for preset in by_preset})
+    return "\n".join(
+        _preset_table({env_id: by_preset[preset] for env_id, by_preset in envs.items() if preset in by_preset}, preset)
+        for preset in presets
+    )
+
+
+def _preset_table(envs: dict[str, dict[str, Any]], preset: str) -> str:
+    lines = [f"Preset `{preset}`:", "",
+             "| env | seeds | final return (mean ± std) | human-normalised | EZ-V2 (paper) | EZ-V2 human-normalised |",
              "|---|---:|---:|---:|---:|---:|"]
     hns, ref_hns = [], []
     for env_id, entry in sorted(envs.items()):
@@ -162,7 +185,7 @@ def score_table(envs: dict[str, dict[str, Any]]) -> str:
         ours, theirs, all_games = scores.aggregates(hns), scores.aggregates(ref_hns), scores.reference_aggregates()
         lines += ["", f"Human-normalised aggregates over these {len(hns)} Atari game(s):", "",
                   "| | mean | median | IQM |", "|---|---:|---:|---:|",
-                  f"| ezv | {ours['mean']:.3f} | {ours['median']:.3f} | {ours['iqm']:.3f} |",
+                  f"| ezv `{preset}` | {ours['mean']:.3f} | {ours['median']:.3f} | {ours['iqm']:.3f} |",
                   f"| EZ-V2 (paper), same games | {theirs['mean']:.3f} | {theirs['median']:.3f} "
                   f"| {theirs['iqm']:.3f} |",
                   f"| EZ-V2 (paper), all 26 games | {all_games['mean']:.3f} | {all_games['median']:.3f} | "
@@ -182,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    if not any(entry["curves"] for entry in envs.values()):
+    if not any(entry["curves"] for presets in envs.values() for entry in presets.values()):
         print("error: none of these runs has an evaluation yet.", file=sys.stderr)
         sys.exit(2)
     plot(envs, args.out)

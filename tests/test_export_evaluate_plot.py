@@ -107,3 +107,21 @@ def test_video_of_a_classic_control_episode_is_drawn_from_its_observations(strai
     frames = imageio.mimread(path, memtest=False)
     assert len(frames) >= 2 and frames[0].shape == (400, 400, 3)
     assert not np.array_equal(frames[0], frames[-1]), "the pole moves"
+
+
+def test_plot_draws_one_curve_and_one_table_per_preset_of_an_env(tmp_path):
+    from ezv import plot
+
+    runs = []
+    for preset, value in (("classic", 400.0), ("ez1_classic", 300.0), ("ez1_classic", 200.0)):
+        run = tmp_path / f"{preset}-{value:.0f}"
+        run.mkdir()
+        (run / "config.yaml").write_text(yaml.safe_dump({"config": {"env_id": "CartPole-v1", "seed": 0,
+                                                                    "preset": preset}}))
+        (run / "metrics.jsonl").write_text(json.dumps({"seed": 0, "env_steps": 400, "eval_return_mean": value}) + "\n")
+        runs.append(str(run))
+    envs = plot.collect(runs)
+    assert {p: len(e["curves"]) for p, e in envs["CartPole-v1"].items()} == {"classic": 1, "ez1_classic": 2}
+    table = plot.main([*runs, "--out", str(tmp_path / "c.png")])
+    assert "Preset `classic`" in table and "400.0 ± 0.0" in table
+    assert "Preset `ez1_classic`" in table and "250.0 ± 50.0" in table
