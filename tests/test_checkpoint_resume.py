@@ -28,9 +28,10 @@ def test_a_run_directory_holds_config_metrics_tensorboard_and_the_newest_checkpo
     assert meta["env_steps"] == 400 and meta["updates"] == read_rows(straight_run)[-1]["updates"] > 0
 
 
-def long_run_with_a_checkpoint(run_dir: str):
-    """The LONG tiny run in a child process, once it has written its first checkpoint (still running)."""
-    proc = train_process(["--env-id", "CartPole-v1", "--run-dir", run_dir, *TINY_FLAGS, *LONG])
+def long_run_with_a_checkpoint(run_dir: str, *extra: str):
+    """The LONG tiny run (`extra` flags on top) in a child process, once it has written its first
+    checkpoint (still running)."""
+    proc = train_process(["--env-id", "CartPole-v1", "--run-dir", run_dir, *TINY_FLAGS, *LONG, *extra])
     deadline = time.time() + 600
     while not ckpt.available_steps(run_dir) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -53,7 +54,9 @@ def test_kill_minus_9_then_resume_gives_the_metrics_of_an_uninterrupted_run(stra
 
 def test_ctrl_c_stops_a_run_without_a_traceback_and_says_how_to_resume_it(tmp_path):
     run_dir = str(tmp_path / "interrupted")
-    proc = long_run_with_a_checkpoint(run_dir)
+    # 10x LONG's env steps: on a loaded machine the first checkpoint can become visible only as a 400-step
+    # run ends, and a SIGINT during its teardown would find nothing to interrupt.
+    proc = long_run_with_a_checkpoint(run_dir, "--total-env-steps", "4000")
     os.kill(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
