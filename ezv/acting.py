@@ -71,7 +71,6 @@ class ActingRule:
         action = out.action
         batch = action.shape[0]
         visit_key, epsilon_key, uniform_key = jax.random.split(key, 3)
-        random_action = self.uniform(uniform_key, batch)
         if self.from_visits:
             temperature = visit_temperature(
                 self.acting.temperatures, self.acting.temperature_switches, updates, self.cfg.collection_updates
@@ -84,5 +83,7 @@ class ActingRule:
             take_random = jax.random.uniform(epsilon_key, (batch,)) < epsilon
         if self.acting.random_before_learning:
             take_random = take_random | (updates == 0)
+        if not (self.epsilon_greedy or self.acting.random_before_learning):
+            return action  # no random action can be taken: draw none
         mask = take_random.reshape((batch,) + (1,) * (action.ndim - 1))
-        return jnp.where(mask, random_action, action)
+        return jnp.where(mask, self.uniform(uniform_key, batch), action)
