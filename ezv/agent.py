@@ -88,12 +88,15 @@ class Agent:
         envs_per_state: int | None = None,
         num_devices: int = 1,
         axis_name: str | None = None,
+        seed_axis: str | None = None,
     ):
         """`env` steps this state's envs, or a pool of which this state owns `envs_per_state`
         (an envpool pool shared by several seeds, see `ezv.program`). With `num_devices` > 1 this
         is one device's part of a data-parallel run: `env` holds that device's envs, the learner
         takes batch_size / num_devices windows from the device's own replay, and gradients and
-        normalisation statistics are averaged over the mesh axis `axis_name`."""
+        normalisation statistics are averaged over the mesh axis `axis_name`. `seed_axis`: the vmap axis
+        of the seeds when several are vmapped (the planned queue of a delayed env is made when an episode
+        of any seed starts, so that it stays one `cond`)."""
         self.cfg = cfg
         self.env = env
         self.eval_env = eval_env
@@ -103,6 +106,11 @@ class Agent:
         self.acting = ActingRule(cfg, self.model.action_shape, self.model.num_actions)
         self.learner = Learner(cfg, self.model, batch_size=cfg.learner.batch_size // num_devices, axis_name=axis_name)
         self.rows_per_env = cfg.replay.capacity // cfg.num_envs  # the capacity counts every env of the run
+        # Execution delay (`ezv.envs.delay`, `ezv.forward`): static switches, so an undelayed run traces as before.
+        self.delayed = cfg.delay > 0
+        self.forward = self.delayed and cfg.forward
+        self.planned = self.delayed and cfg.plans_queue
+        self.seed_axis = seed_axis
 
     # --- init -----------------------------------------------------------------------------
 
@@ -169,20 +177,42 @@ class Agent:
         """Search from the current observations with the online network, and the actions to execute
         (the search's own, or as `cfg.acting` draws them: `ezv.acting`)."""
         key, search_key = jax.random.split(state.key)
-        out = self.model.search(state.variables, search_key, stacked_obs(state.frames))
+        obs = stacked_obs(state.frames)
+        if self.planned:
+            key, plan_key = jax.random.split(key)
+            state = state.replace(timestep=self.plan_new_queues(state.variables, plan_key, obs, state.timestep))
+        out = self.model.search(state.variables, search_key, obs, delay=state.timestep.delay if self.forward else None)
         if self.acting.active:  # draws only where the acting settings ask for it (EZ-V2 needs none)
             key, acting_key = jax.random.split(key)
             out = self.acting.apply(acting_key, out, state.iteration, state.updates)
         return state.replace(key=key), out
 
+    def plan_new_queues(self, variables: Any, key: jax.Array, obs: jax.Array, ts: TimeStep) -> TimeStep:
+        """The envs starting an episode get a planned queue (`EZModel.plan_queue`) in place of their
+        random one: written into the agent's view now, into the envs' queues when they step (`step_envs`).
+        Planning runs only on the steps where some env (of any vmapped seed) starts an episode."""
+        starting = jnp.any(ts.first)
+        if self.seed_axis is not None:
+            starting = jax.lax.psum(starting.astype(jnp.int32), self.seed_axis) > 0
+        view = ts.delay
+        plan = jax.lax.cond(starting, lambda: self.model.plan_queue(variables, key, obs, self.cfg.delay),
+                            lambda: view.pending)
+        first = ts.first.reshape((-1,) + (1,) * (plan.ndim - 1))
+        return ts.replace(delay=view.replace(pending=jnp.where(first, plan, view.pending)))
+
+    def commit_planned_queues(self, env: Any, env_state: Any, ts: TimeStep) -> Any:
+        """Put the plans `plan_new_queues` made into the queues of the envs starting an episode."""
+        return env.with_queue(env_state, ts.delay.pending, ts.first) if self.planned else env_state
+
     def record(self, state: TrainState, out: SearchOutput, env_state: Any, ts: TimeStep) -> tuple[TrainState, Metrics]:
-        """Write the transition that `out.action` led to (one replay row per env) and move on."""
+        """Write the transition that `out.action` led to (one replay row per env) and move on. A forward-planning
+        agent on a delayed env stores the action the env executed (the model learns the undelayed MDP)."""
         prev = state.timestep
         replay = replay_lib.add(
             state.replay,
             state.iteration,
             obs=prev.obs,
-            action=out.action,
+            action=self.model.from_env(ts.delay.executed) if self.forward else out.action,
             reward=ts.reward,
             first=prev.first,
             last=prev.last,
@@ -196,6 +226,8 @@ class Agent:
             "search_value": jnp.mean(out.value),
             "network_value": jnp.mean(out.raw_value),
         }
+        if self.delayed:
+            metrics["delay"] = jnp.mean(ts.delay.delay.astype(jnp.float32))
         new_state = state.replace(
             env_state=env_state,
             timestep=ts,
@@ -207,7 +239,8 @@ class Agent:
 
     def step_envs(self, state: TrainState, action: jax.Array) -> tuple[Any, TimeStep]:
         """Every env takes its action (the search's; mapped to the env's action space)."""
-        return self.env.step(state.env_state, self.model.to_env(action))
+        env_state = self.commit_planned_queues(self.env, state.env_state, state.timestep)
+        return self.env.step(env_state, self.model.to_env(action))
 
     def act(self, state: TrainState) -> tuple[TrainState, Metrics]:
         """Search, step every env, store the transitions."""
@@ -234,26 +267,37 @@ class Agent:
     # --- evaluation -----------------------------------------------------------------------
 
     def evaluate_episodes(
-        self, params: Any, batch_stats: Any, key: jax.Array, max_steps: jax.Array | int | None = None
+        self, params: Any, batch_stats: Any, key: jax.Array, max_steps: jax.Array | int | None = None,
+        env: VecEnv | None = None,
     ) -> dict[str, jax.Array]:
-        """One greedy episode per eval env (`greedy_episodes` with this agent's model and eval env)."""
-        if self.eval_env is None:
+        """One greedy episode per eval env (`greedy_episodes` with this agent's model and its eval env, or
+        `env`: the same episodes at another execution delay), planning through delays as the run acts."""
+        env = self.eval_env if env is None else env
+        if env is None:
             raise ValueError("this Agent was built without an evaluation env")
-        return greedy_episodes(self.model, self.eval_env, params, batch_stats, key, max_steps)
+        return greedy_episodes(self.model, env, params, batch_stats, key, max_steps, forward=self.cfg.forward,
+                               planned_queue=self.cfg.plans_queue)
 
 
 def greedy_episodes(
-    model: EZModel, env: VecEnv, params: Any, batch_stats: Any, key: jax.Array, max_steps: jax.Array | int | None = None
+    model: EZModel, env: VecEnv, params: Any, batch_stats: Any, key: jax.Array,
+    max_steps: jax.Array | int | None = None, *, forward: bool = False, planned_queue: bool = False,
 ) -> dict[str, jax.Array]:
     """One episode per env with the greedy search (`EZModel.greedy_action`) under the env's protocol
     (an evaluation env: Atari raw rewards, no episodic life, 27k-step cap). `max_steps` (traced, so
     one compiled program serves every cap): stop every episode after this many agent steps, as the
     references' periodic tests do; None: the env's own cap. Returns per env {"returns", "lengths",
-    "finished", "capped"}: an episode stopped by `max_steps` is `capped`, with its score so far."""
+    "finished", "capped"}: an episode stopped by `max_steps` is `capped`, with its score so far.
+    A delayed env (`ezv.envs.delay`): with `forward`, each search plans through the pending actions;
+    with `planned_queue`, the episodes start from the model's planned queue (noise-free searches)."""
     n = env.num_envs
     variables = {"params": params, "batch_stats": batch_stats}
     env_key, key = jax.random.split(key)
     env_state, ts = env.reset(env_key)
+    forward = forward and getattr(env, "max_delay", 0) > 0
+    if planned_queue:  # every episode starts now; those after the first are not scored
+        key, plan_key = jax.random.split(key)
+        env_state, ts = start_from_planned_queues(model, env, variables, plan_key, env_state, ts)
     cap = env.spec.max_episode_steps + 2
     limit = jnp.int32(cap) if max_steps is None else jnp.minimum(jnp.asarray(max_steps, jnp.int32), cap)
 
@@ -264,7 +308,8 @@ def greedy_episodes(
     def body(carry):
         env_state, ts, frames, done, returns, lengths, partial, t, key = carry
         key, search_key = jax.random.split(key)
-        env_state, ts = env.step(env_state, model.greedy_action(variables, stacked_obs(frames), search_key))
+        action = model.greedy_action(variables, stacked_obs(frames), search_key, delay=ts.delay if forward else None)
+        env_state, ts = env.step(env_state, action)
         new = ts.episode_done & ~done
         returns = jnp.where(new, ts.episode_return, returns)
         lengths = jnp.where(new, ts.episode_length, lengths)
@@ -278,3 +323,15 @@ def greedy_episodes(
     capped = ~done & (t < cap)
     return {"returns": jnp.where(capped, partial, returns), "lengths": jnp.where(capped, t, lengths),
             "finished": done, "capped": capped}
+
+
+def start_from_planned_queues(
+    model: EZModel, env: VecEnv, variables: Any, key: jax.Array, env_state: Any, ts: TimeStep
+) -> tuple[Any, TimeStep]:
+    """Freshly reset evaluation envs with the model's planned queues (noise-free searches) in place of their
+    random ones, in the envs and in the agent's view; an undelayed env as it is."""
+    if getattr(env, "max_delay", 0) == 0:
+        return env_state, ts
+    obs = stacked_obs(init_frames(ts.obs, model.frame_stack))
+    plan = model.plan_queue(variables, key, obs, env.max_delay, evaluation=True)
+    return env.with_queue(env_state, plan, ts.first), ts.replace(delay=ts.delay.replace(pending=plan))

@@ -239,6 +239,19 @@ class Config:
     tensorboard: bool = run_setting(True)  # TensorBoard event files in RUN_DIR/tensorboard
     wandb: bool = run_setting(False)  # also log to Weights & Biases (needs `pip install wandb`)
     wandb_project: str = run_setting("ezv")  # the W&B project of --wandb
+    # Execution delay (Delayed-EfficientZero): agent steps from deciding an action to its execution (the
+    # walk's upper bound and start with --stochastic-delay); 0: none. README "Execution delays".
+    delay: int = 0
+    stochastic_delay: bool = False  # the delay walks ±1 each step within [0, --delay] (else it stays --delay)
+    delay_change_prob: float = 0.2  # the walk's probability of −1, and of +1, at each step
+    # Plan through the pending actions: search from the latent the model predicts for the step the new
+    # action executes at, and store executed actions in the replay. --no-forward: the oblivious baseline
+    # (searches from the current observation and stores its decisions, as Delayed-EZ's Oblivious-EZ).
+    forward: bool = True
+    # A new episode's queue of --delay actions: random, or planned by the model (a search from each latent
+    # along the plan, as Delayed-EZ); auto: planned with --forward, random without.
+    delay_init: Literal["auto", "random", "planned"] = "auto"
+    eval_delays: tuple[int, ...] = run_setting(())  # also evaluate at these delays (eval_delay{D}_return_mean)
     network: NetworkConfig = NetworkConfig()
     search: SearchConfig = SearchConfig()
     acting: ActingConfig = ActingConfig()
@@ -271,6 +284,11 @@ class Config:
     def collection_updates(self) -> int:
         """Updates while collecting (the acting temperature schedule counts these)."""
         return self.total_updates - self.offline_updates
+
+    @property
+    def plans_queue(self) -> bool:
+        """A delayed env's new episode starts from a queue the model plans (not a random one)."""
+        return self.delay_init == "planned" or (self.delay_init == "auto" and self.forward)
 
     @property
     def total_updates(self) -> int:
@@ -570,7 +588,7 @@ def validate(cfg: Config, spec: Any, local_devices: int | None = None) -> None:
     """Everything that would stop a run, checked once before anything compiles (`Program` calls it
     after building the envs, whose spec it needs); one line per problem, saying what to change."""
     errors = [*_loop_errors(cfg), *_learner_errors(cfg), *_search_errors(cfg, spec), *_family_errors(cfg, spec),
-              *_layout_errors(cfg, spec.backend, local_devices), *_run_errors(cfg)]
+              *_delay_errors(cfg), *_layout_errors(cfg, spec.backend, local_devices), *_run_errors(cfg)]
     if errors:
         raise ConfigError("\n".join(errors))
 
@@ -701,6 +719,22 @@ def _family_errors(cfg: Config, spec: Any) -> list[str]:
         errors.append(f"--replay.min-weight must be in [0, 1] (got {replay.min_weight}).")
     if replay.beta < 0 or (replay.beta_final is not None and replay.beta_final < 0):
         errors.append("--replay.beta and --replay.beta-final must be >= 0.")
+    return errors
+
+
+def _delay_errors(cfg: Config) -> list[str]:
+    """Execution-delay settings (Delayed-EfficientZero)."""
+    errors = []
+    if cfg.delay < 0 or any(d < 0 for d in cfg.eval_delays):
+        errors.append(f"--delay and --eval-delays must be >= 0 agent steps (got {cfg.delay}, {list(cfg.eval_delays)}).")
+    if not 0.0 <= cfg.delay_change_prob <= 0.5:
+        errors.append(f"--delay-change-prob is the probability of each of -1 and +1 per step, in [0, 0.5] (got "
+                      f"{cfg.delay_change_prob}).")
+    if cfg.stochastic_delay and cfg.delay == 0 and not cfg.eval_delays:
+        errors.append("--stochastic-delay needs --delay M (the walk's upper bound and start) or --eval-delays.")
+    if cfg.delay_init == "planned" and not cfg.forward:
+        errors.append("--delay-init planned needs --forward (the plan is made with the model through the queue); "
+                      "the oblivious baseline starts episodes from a random queue.")
     return errors
 
 

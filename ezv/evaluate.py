@@ -37,16 +37,20 @@ def load_source(path: str) -> tuple[Any, Any, list[dict[str, Any]], dict[str, An
 
 
 def evaluate_variables(
-    cfg: Any, variables: list[dict[str, Any]], episodes: int, seed: int
+    cfg: Any, variables: list[dict[str, Any]], episodes: int, seed: int, delay: int | None = None
 ) -> list[dict[str, np.ndarray]]:
-    """One batch of `episodes` evaluation episodes per set of variables."""
+    """One batch of `episodes` evaluation episodes per set of variables, at the run's execution delay or
+    at `delay` (the run's stochastic setting; planning through it as the run did)."""
     import ezv.envs as envs
     from ezv.agent import greedy_episodes
     from ezv.model import EZModel
+    from ezv.program import with_delay
 
     env = envs.make(cfg.env_id, episodes, seed, evaluation=True, **cfg.env_options)
+    env = with_delay(cfg, env, cfg.delay if delay is None else delay)
     model = EZModel(cfg, env.spec)
-    evaluate_episodes = jax.jit(lambda params, batch_stats, key: greedy_episodes(model, env, params, batch_stats, key))
+    evaluate_episodes = jax.jit(lambda params, batch_stats, key: greedy_episodes(
+        model, env, params, batch_stats, key, forward=cfg.forward, planned_queue=cfg.plans_queue))
     results = []
     for i, v in enumerate(variables):
         key = jax.random.fold_in(jax.random.PRNGKey(seed), i)
@@ -78,20 +82,28 @@ def record_video(cfg: Any, spec: Any, variables: dict[str, Any], path: str, seed
     import imageio.v2 as imageio
 
     import ezv.envs as envs
+    from ezv.agent import start_from_planned_queues
     from ezv.frames import init_frames, push_frame, stacked_obs
     from ezv.model import EZModel
+    from ezv.program import with_delay
 
-    env = envs.make(cfg.env_id, 1, seed, evaluation=True, **cfg.env_options)
+    env = with_delay(cfg, envs.make(cfg.env_id, 1, seed, evaluation=True, **cfg.env_options), cfg.delay)
     check_video(env.spec, path)
     model = EZModel(cfg, env.spec)
+    forward = cfg.forward and cfg.delay > 0
 
     @jax.jit
     def step(variables, env_state, ts, frames, key):
-        env_state, ts = env.step(env_state, model.greedy_action(variables, stacked_obs(frames), key))
+        action = model.greedy_action(variables, stacked_obs(frames), key, delay=ts.delay if forward else None)
+        env_state, ts = env.step(env_state, action)
         return env_state, ts, push_frame(frames, ts)
 
     key = jax.random.PRNGKey(seed)
     env_state, ts = env.reset(key)
+    if cfg.plans_queue:
+        plan_key = jax.random.split(key)[1]
+        env_state, ts = jax.jit(lambda v, s, t: start_from_planned_queues(model, env, v, plan_key, s, t))(
+            variables, env_state, ts)
     frames = init_frames(ts.obs, env.spec.frame_stack)
     images = [frame_of(env.spec, np.asarray(ts.obs[0]))]
     for t in range(env.spec.max_episode_steps + 1):
@@ -119,21 +131,51 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
     parser.add_argument("--video", default=None, help="record the first episode to this .mp4 or .gif")
     parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument("--delays", type=int, nargs="+", default=None,
+                        help="execution delays to evaluate at, each with the run's --stochastic-delay setting and "
+                             "planning as it was trained (default: the run's own delay)")
     args = parser.parse_args(argv)
     try:
         if args.episodes < 1:
             raise ValueError("--episodes must be >= 1.")
+        if args.delays is not None and any(d < 0 for d in args.delays):
+            raise ValueError(f"--delays must be >= 0 agent steps (got {args.delays}).")
         cfg, spec, variables, info, seeds = load_source(args.source)
         if args.video:  # say so now rather than after the evaluation episodes
             check_video(spec, args.video)
-        results = evaluate_variables(cfg, variables, args.episodes, args.seed)
+        delays = [None] if args.delays is None else list(dict.fromkeys(args.delays))
+        results = {d: evaluate_variables(cfg, variables, args.episodes, args.seed, d) for d in delays}
     except (CheckpointError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     steps = f"{info.get('env_steps', '?')} env steps, {info.get('updates', info.get('train_steps', '?'))} updates"
     print(f"{cfg.env_id}: {info['source']} ({steps}); {args.episodes} evaluation episodes per seed, greedy search")
     report = {"env_id": cfg.env_id, "source": info["source"], "env_steps": info.get("env_steps"),
-              "episodes": args.episodes, "seeds": {}}
+              "episodes": args.episodes}
+    for delay, per_seed in results.items():
+        if delay is None:
+            report.update(report_seeds(cfg, spec, seeds, per_seed))
+        else:
+            print(f" at execution delay {delay} ({'stochastic, up to' if cfg.stochastic_delay else 'constant'} {delay};"
+                  f" {'planning through the pending actions' if cfg.forward else 'oblivious'}):")
+            report.setdefault("delays", {})[str(delay)] = report_seeds(cfg, spec, seeds, per_seed)
+    if args.video:
+        try:
+            length = record_video(cfg, spec, variables[0], args.video, args.seed)
+        except VideoError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        report["video"] = args.video
+        print(f"video of one episode ({length} steps) in {args.video}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return report
+
+
+def report_seeds(cfg: Any, spec: Any, seeds: list[int], results: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Print one line per seed (and their mean); -> {"seeds": {seed: summary}, "return_mean_over_seeds"?}."""
+    report: dict[str, Any] = {"seeds": {}}
     for seed, result in zip(seeds, results):
         row = summarize(cfg.env_id, result)
         report["seeds"][str(seed)] = row
@@ -152,17 +194,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if len(means) > 1:
         report["return_mean_over_seeds"] = float(np.mean(means))
         print(f"  over {len(means)} seeds: {np.mean(means):.1f} ± {np.std(means):.1f}")
-    if args.video:
-        try:
-            length = record_video(cfg, spec, variables[0], args.video, args.seed)
-        except VideoError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-        report["video"] = args.video
-        print(f"video of one episode ({length} steps) in {args.video}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
     return report
 
 

@@ -61,3 +61,9 @@ def to_env(actions: jax.Array, low: tuple[float, ...], high: tuple[float, ...]) 
     """Policy-space actions in [-1, 1] -> the env's [low, high] box."""
     low_a, high_a = jnp.asarray(low, jnp.float32), jnp.asarray(high, jnp.float32)
     return low_a + (actions + 1.0) * 0.5 * (high_a - low_a)
+
+
+def from_env(actions: jax.Array, low: tuple[float, ...], high: tuple[float, ...]) -> jax.Array:
+    """The env's [low, high] box -> policy-space actions in [-1, 1] (the inverse of `to_env`)."""
+    low_a, high_a = jnp.asarray(low, jnp.float32), jnp.asarray(high, jnp.float32)
+    return (actions - low_a) / (high_a - low_a) * 2.0 - 1.0

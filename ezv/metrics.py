@@ -19,6 +19,8 @@ def summarize_chunk(metrics: dict[str, Any]) -> dict[str, float]:
         "train_length_mean": float(m["episode_length_sum"].sum() / episodes) if episodes else None,
         "search_value": float(m["search_value"].mean()),
     }
+    if "delay" in m:  # a delayed env: the mean execution delay of the chunk's decisions
+        out["delay_mean"] = float(m["delay"].mean())
     learning = m["learning"] > 0
     if learning.any():
         for name in (*LOSS_TERMS, "td_fraction", "target_value", "importance_weight"):
@@ -78,20 +80,21 @@ def episode_summary(result: dict[str, Any], dtype: Any = None) -> dict[str, Any]
     return summary
 
 
-def eval_row(result: dict[str, Any]) -> dict[str, float]:
+def eval_row(result: dict[str, Any], prefix: str = "eval_") -> dict[str, float]:
     """The metrics.jsonl fields of one seed's evaluation during training (`eval_capped`: how many of
-    its episodes the periodic cap stopped, when any did)."""
+    its episodes the periodic cap stopped, when any did); `prefix` names the evaluation (an evaluation
+    at execution delay D: `eval_delay{D}_`)."""
     summary = episode_summary(result)
     if "return_mean" not in summary:
-        return {"eval_episodes": 0}
+        return {f"{prefix}episodes": 0}
     row = {
-        "eval_return_mean": summary["return_mean"],
-        "eval_return_std": summary["return_std"],
-        "eval_episodes": summary["episodes"],
-        "eval_length_mean": summary["length_mean"],
+        f"{prefix}return_mean": summary["return_mean"],
+        f"{prefix}return_std": summary["return_std"],
+        f"{prefix}episodes": summary["episodes"],
+        f"{prefix}length_mean": summary["length_mean"],
     }
     if summary["capped"]:
-        row["eval_capped"] = summary["capped"]
+        row[f"{prefix}capped"] = summary["capped"]
     return row
 
 

@@ -12,6 +12,7 @@ caller (acting, the learner, evaluation, exported agents, benchmarks) goes throu
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -21,6 +22,8 @@ import mctx
 from ezv import gaussian
 from ezv.config import Config
 from ezv.envs.core import Discrete, EnvSpec
+from ezv.envs.delay import DelayObservation
+from ezv.forward import plan_queue
 from ezv.networks import EZNet, torch_default_init
 from ezv.search import ContinuousModelFns, ModelFns, SearchOutput
 
@@ -78,13 +81,30 @@ class EZModel:
     # --- search ---------------------------------------------------------------------------
 
     def search(
-        self, variables: Any, key: jax.Array, obs: jax.Array, evaluation: bool = False
+        self, variables: Any, key: jax.Array, obs: jax.Array, evaluation: bool = False,
+        delay: DelayObservation | None = None,
     ) -> SearchOutput:
         """Search from stacked observations with the acting and reanalysis settings, or for `evaluation`:
-        no Gumbel or Dirichlet noise, every continuous candidate drawn from π (no widened samples)."""
+        no Gumbel or Dirichlet noise, every continuous candidate drawn from π (no widened samples).
+        `delay` (a delayed env's observation): search from the latent predicted after the pending actions."""
         key, root_key = self.fns.split_root_key(key)
-        root = self.fns.root(variables, obs, root_key, widen=not evaluation)
+        through = None if delay is None else (self.from_env(delay.pending), delay.delay)
+        root = self.fns.root(variables, obs, root_key, widen=not evaluation, through=through)
         return self.search_roots(variables, key, root, evaluation)
+
+    def plan_queue(self, variables: Any, key: jax.Array, obs: jax.Array, length: int,
+                   evaluation: bool = False) -> jax.Array:
+        """[B, length, ...] env actions: Delayed-EZ's planned initial queue from these observations, each
+        action the search's own pick (pUCT: the most visited) from the latent the plan has reached."""
+        fns = self.fns
+
+        def search_from(latent, step_key):
+            search_key, root_key = fns.split_root_key(step_key)
+            root = fns.root_at(variables, latent, root_key, widen=not evaluation)
+            return self.search_roots(variables, search_key, root, evaluation).action
+
+        latent = self.net.apply(variables, obs, method=EZNet.represent)
+        return self.to_env(plan_queue(search_from, functools.partial(fns.next_latent, variables), latent, key, length))
 
     def roots_from_outputs(
         self, latent: jax.Array, logits: jax.Array, value: jax.Array, key: jax.Array
@@ -113,7 +133,17 @@ class EZModel:
             return action
         return gaussian.to_env(action, space.low, space.high)
 
-    def greedy_action(self, variables: Any, obs: jax.Array, key: jax.Array) -> jax.Array:
+    def from_env(self, action: jax.Array) -> jax.Array:
+        """An env action as the model takes it (the inverse of `to_env`)."""
+        space = self.spec.action_space
+        if isinstance(space, Discrete):
+            return action
+        return gaussian.from_env(action, space.low, space.high)
+
+    def greedy_action(
+        self, variables: Any, obs: jax.Array, key: jax.Array, delay: DelayObservation | None = None
+    ) -> jax.Array:
         """The evaluation policy: the search without noise (pUCT: the most visited action; continuous:
-        K candidates from π), as env actions. Used by in-training evaluation, `ezv.evaluate` and exported agents."""
-        return self.to_env(self.search(variables, key, obs, evaluation=True).action)
+        K candidates from π), as env actions. Used by in-training evaluation, `ezv.evaluate` and exported agents.
+        `delay`: plan through a delayed env's pending actions (`search`)."""
+        return self.to_env(self.search(variables, key, obs, evaluation=True, delay=delay).action)

@@ -355,6 +355,10 @@ class EZNet(nn.Module):
         lstm_carry, reward_logits = self.reward_head(next_state, lstm_carry, train)
         return next_state, lstm_carry, reward_logits
 
+    def next_state(self, state, action):
+        """The dynamics' next latent alone (planning through pending actions: no reward needed)."""
+        return self.dynamics_net(state, action, False)
+
     def project(self, state, train: bool = False, predict: bool = False):
         """SimSiam projection of a latent; with `predict`, followed by the predictor."""
         z = self.projector(state, train)

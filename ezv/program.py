@@ -21,6 +21,7 @@ Layouts of the state pytree (every leaf gets the leading axes):
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -32,9 +33,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from ezv import agent as agent_lib
 from ezv.agent import Agent
 from ezv.config import Config, validate
+from ezv.envs.delay import delayed
 from ezv.state import TrainState
 
 AXIS = "devices"
+SEEDS = "seeds"  # the vmap axis of seeds trained together
 # Per-iteration metrics that add up over devices (the rest are averaged).
 SUM_KEYS = frozenset({"episode_return_sum", "episode_length_sum", "episodes"})
 
@@ -58,12 +61,14 @@ class SharedPool:
         self.cfg, self.agent, self.env, self.num_seeds = agent.cfg, agent, env, num_seeds
 
     def decide(self, state: SharedEnvState):
-        seeds, out = jax.vmap(self.agent.decide)(state.seeds)
+        seeds, out = jax.vmap(self.agent.decide, axis_name=SEEDS)(state.seeds)
         return state.replace(seeds=seeds), out
 
     def step_envs(self, state: SharedEnvState, action: jax.Array):
         flat = action.reshape((-1,) + action.shape[2:])
-        env_state, ts = self.env.step(state.env_state, self.agent.model.to_env(flat))
+        pool_ts = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), state.seeds.timestep)
+        env_state = self.agent.commit_planned_queues(self.env, state.env_state, pool_ts)
+        env_state, ts = self.env.step(env_state, self.agent.model.to_env(flat))
         return env_state, split_seeds(ts, self.num_seeds)
 
     def record(self, state: SharedEnvState, out: Any, env_state: Any, ts: Any):
@@ -73,6 +78,13 @@ class SharedPool:
     def learn(self, state: SharedEnvState):
         seeds, metrics = jax.vmap(self.agent.learn)(state.seeds)
         return state.replace(seeds=seeds), metrics
+
+
+def with_delay(cfg: Config, env: Any, max_delay: int) -> Any:
+    """`env` with the run's execution-delay process up to `max_delay` (none at 0)."""
+    if max_delay == 0:
+        return env
+    return delayed(env, max_delay, stochastic=cfg.stochastic_delay, change_prob=cfg.delay_change_prob)
 
 
 def _first(x: Any) -> int:
@@ -94,13 +106,17 @@ class Program:
         env_count = cfg.num_seeds * cfg.num_envs if self.shared_env else cfg.num_envs // max(cfg.devices, 1)
         self.env = envs.make(cfg.env_id, max(env_count, 1), cfg.seed + env_seed_offset, **cfg.env_options)
         validate(cfg, self.env.spec)
-        self.eval_env = envs.make(cfg.env_id, cfg.eval_episodes, cfg.seed + 10_000, evaluation=True, **cfg.env_options)
+        eval_env = envs.make(cfg.env_id, cfg.eval_episodes, cfg.seed + 10_000, evaluation=True, **cfg.env_options)
+        self.env, self.eval_env = with_delay(cfg, self.env, cfg.delay), with_delay(cfg, eval_env, cfg.delay)
+        # The same evaluation episodes at other delays (--eval-delays), each its own compiled evaluation.
+        self.delay_eval_envs = {d: with_delay(cfg, eval_env, d) for d in cfg.eval_delays}
         self.pure = self.env.pure
         self.agent = Agent(
             cfg, self.env, self.eval_env,
             envs_per_state=cfg.num_envs // cfg.devices,
             num_devices=cfg.devices,
             axis_name=AXIS if cfg.devices > 1 else None,
+            seed_axis=SEEDS if cfg.num_seeds > 1 else None,
         )
         self.mesh = Mesh(np.array(jax.devices()[: cfg.devices]), (AXIS,)) if cfg.devices > 1 else None
         self._compiled_chunk = None
@@ -118,8 +134,12 @@ class Program:
 
     def _build(self) -> None:
         agent, multi = self.agent, self.num_seeds > 1
-        self._evaluate_one = jax.jit(agent.evaluate_episodes)
-        self._evaluate_seeds = jax.jit(jax.vmap(agent.evaluate_episodes, in_axes=(0, 0, 0, None)))
+        # Per evaluation delay (None: the run's own setting): one seed's evaluation, and the seeds' vmapped.
+        self._evaluate_one, self._evaluate_seeds = {}, {}
+        for delay, env in [(None, self.eval_env), *self.delay_eval_envs.items()]:
+            evaluate = functools.partial(agent.evaluate_episodes, env=env)
+            self._evaluate_one[delay] = jax.jit(evaluate)
+            self._evaluate_seeds[delay] = jax.jit(jax.vmap(evaluate, in_axes=(0, 0, 0, None)))
         if self.shared_env:
             self._init = jax.jit(self._init_shared)
             self._chunk = jax.jit(self._chunk_shared, donate_argnums=0)
@@ -127,7 +147,7 @@ class Program:
             return
         init_one = (lambda keys, shard: jax.vmap(agent.init, in_axes=(0, None))(keys, shard)) if multi else (
             lambda keys, shard: agent.init(keys[0], shard))
-        chunk_one = jax.vmap(agent.chunk, in_axes=(0, None)) if multi else agent.chunk
+        chunk_one = jax.vmap(agent.chunk, in_axes=(0, None), axis_name=SEEDS) if multi else agent.chunk
         offline_one = jax.vmap(agent.offline, in_axes=(0, None)) if multi else agent.offline
         if self.mesh is None:
             self._init = jax.jit(lambda keys: init_one(keys, 0))
@@ -243,10 +263,12 @@ class Program:
         model = {"params": ts.params, "batch_stats": ts.batch_stats}
         return jax.tree.map(lambda x: x[0], model) if self.mesh is not None else model
 
-    def evaluate_seeds(self, state: Any, env_steps: int, max_steps: int | None = None) -> list[dict[str, np.ndarray]]:
+    def evaluate_seeds(self, state: Any, env_steps: int, max_steps: int | None = None,
+                       delay: int | None = None) -> list[dict[str, np.ndarray]]:
         """One evaluation per seed (greedy search, the domain's evaluation protocol), every episode
         stopped after `max_steps` agent steps (None: the eval env's own cap). The cap is an argument
-        of the one compiled evaluation, so periodic and final evaluations share it."""
+        of the one compiled evaluation, so periodic and final evaluations share it. `delay`: at that
+        execution delay (one of --eval-delays) instead of the run's own; the same episodes' seeds."""
         cap = self.eval_env.spec.max_episode_steps + 2
         limit = np.int32(cap if max_steps is None else min(max_steps, cap))
         eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, env_steps))(self.seed_keys()[1])
@@ -255,12 +277,12 @@ class Program:
             params, stats = ts.params, ts.batch_stats
             if self.mesh is not None:
                 params, stats = jax.tree.map(lambda x: x[0], (params, stats))
-            out = jax.device_get(self._evaluate_seeds(params, stats, eval_keys, limit))
+            out = jax.device_get(self._evaluate_seeds[delay](params, stats, eval_keys, limit))
             return [{k: v[i] for k, v in out.items()} for i in range(self.num_seeds)]
         results = []
         for i in range(self.num_seeds):
             params, stats = self.seed_variables(state, i)
-            results.append(jax.device_get(self._evaluate_one(params, stats, eval_keys[i], limit)))
+            results.append(jax.device_get(self._evaluate_one[delay](params, stats, eval_keys[i], limit)))
         return results
 
     def seed_metrics(self, metrics: dict[str, jax.Array]) -> list[dict[str, np.ndarray]]:

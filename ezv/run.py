@@ -222,6 +222,9 @@ class Run:
         max_steps = None if final else self.cfg.eval_max_episode_steps
         for row, result in zip(rows, self.program.evaluate_seeds(self.state, self.env_steps, max_steps)):
             row.update(eval_row(result))
+        for delay in self.cfg.eval_delays:
+            for row, result in zip(rows, self.program.evaluate_seeds(self.state, self.env_steps, max_steps, delay)):
+                row.update(eval_row(result, prefix=f"eval_delay{delay}_"))
         self.last_eval = mean_present([r.get("eval_return_mean") for r in rows])
 
     def save(self, progress_step: int) -> None:

@@ -27,6 +27,7 @@ from flax import struct
 from ezv import gaussian
 from ezv.config import NetworkConfig, SearchConfig
 from ezv.networks import EZNet, initial_lstm_carry, reset_lstm_carry
+from ezv.forward import unroll_pending
 from ezv.puct import puct_search
 from ezv.qtransforms import at_depth, make_qtransform
 
@@ -138,11 +139,23 @@ class ModelFns:
         return key, None
 
     def root(
-        self, variables: Any, obs: jax.Array, key: jax.Array | None = None, widen: bool = True
+        self, variables: Any, obs: jax.Array, key: jax.Array | None = None, widen: bool = True,
+        through: tuple[jax.Array, jax.Array] | None = None,
     ) -> mctx.RootFnOutput:
+        """Search roots at the observations' latents, or, with `through` = (pending model actions [B, M, ...],
+        delays [B]), at the latents after each env's pending actions (`ezv.forward`)."""
         latent = self.net.apply(variables, obs, method=EZNet.represent)
+        if through is not None:
+            latent = unroll_pending(functools.partial(self.next_latent, variables), latent, *through)
+        return self.root_at(variables, latent, key, widen)
+
+    def root_at(self, variables: Any, latent: jax.Array, key: jax.Array | None = None, widen: bool = True):
+        """Search roots at these latents."""
         logits, value_logits = self.net.apply(variables, latent, method=EZNet.predict)
         return self.root_from_outputs(latent, logits, self.decode_value(value_logits), key, widen)
+
+    def next_latent(self, variables: Any, latent: jax.Array, action: jax.Array) -> jax.Array:
+        return self.net.apply(variables, latent, action, method=EZNet.next_state)
 
     def root_from_outputs(
         self, latent: jax.Array, logits: jax.Array, value: jax.Array, key: jax.Array | None = None, widen: bool = True

@@ -90,6 +90,7 @@ class TimeStep:
     episode_return: [N] float32 undiscounted return of that episode (0 where not done). For
                     Atari this is the game score: raw rewards summed over all lives.
     episode_length: [N] int32 agent steps of that episode (0 where not done).
+    delay:          an execution-delayed env's `ezv.envs.delay.DelayObservation` (None otherwise).
     """
 
     obs: jax.Array
@@ -100,6 +101,7 @@ class TimeStep:
     episode_done: jax.Array
     episode_return: jax.Array
     episode_length: jax.Array
+    delay: Any = None
 
     @property
     def last(self) -> jax.Array:
