@@ -208,7 +208,8 @@ class Config:
     total_env_steps: int = run_setting(100_000)
     run_dir: str | None = run_setting(None)  # default: runs/{env}-s{seed}-{time}
     # auto (from the env's domain), atari, classic, minatar, dmc_state, control, the EfficientZero (2021)
-    # and MuZero modes ez1_atari, muzero_atari, ez1_classic, muzero_classic, ez1_minatar, muzero_minatar
+    # and MuZero modes ez1_atari, muzero_atari, ez1_classic, muzero_classic, ez1_minatar, muzero_minatar,
+    # Delayed-EfficientZero's dez_atari
     # (configs/NAME.yaml), or the path of a preset file or of a run's config.yaml.
     preset: str = "auto"
     num_envs: int = 4
@@ -437,7 +438,8 @@ def presets_dir() -> str:
 
 
 PRESET_NAMES = ("atari", "classic", "minatar", "dmc_state", "control",
-                "ez1_atari", "muzero_atari", "ez1_classic", "muzero_classic", "ez1_minatar", "muzero_minatar")
+                "ez1_atari", "muzero_atari", "ez1_classic", "muzero_classic", "ez1_minatar", "muzero_minatar",
+                "dez_atari")
 
 
 def load_config_file(path: str) -> Config:

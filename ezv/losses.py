@@ -45,10 +45,16 @@ class Targets:
     chosen: jax.Array | None = None  # [B, K+1, dim] the search's choice a* (continuous)
 
 
+def unit_vectors(x: jax.Array) -> jax.Array:
+    """x / (‖x‖ + 1e-8) along the last axis, with ‖x‖ floored at 1e-5 as the reference's F.normalize(eps=1e-5)
+    does, so that its gradient stays finite at x = 0 (‖x‖'s is NaN there: a projection that is exactly zero,
+    which a small network's ReLU can give, turned every parameter NaN). Above the floor nothing changes."""
+    squared = jnp.sum(x * x, axis=-1, keepdims=True)
+    return x / (jnp.sqrt(jnp.maximum(squared, 1e-10)) + 1e-8)
+
+
 def negative_cosine(a: jax.Array, b: jax.Array) -> jax.Array:
-    a = a / (jnp.linalg.norm(a, axis=-1, keepdims=True) + 1e-8)
-    b = b / (jnp.linalg.norm(b, axis=-1, keepdims=True) + 1e-8)
-    return -jnp.sum(a * b, axis=-1)
+    return -jnp.sum(unit_vectors(a) * unit_vectors(b), axis=-1)
 
 
 def policy_cross_entropy(logits: jax.Array, target: jax.Array) -> jax.Array:

@@ -220,6 +220,18 @@ def test_consistency_term_is_the_negative_cosine_similarity_whatever_the_scales(
     assert metrics["consistency_loss"] == pytest.approx(((-1 / np.sqrt(2) + 1) + (-1 / np.sqrt(2))) / 2, rel=1e-5)
 
 
+def test_a_zero_projection_gives_a_finite_consistency_gradient():
+    """‖x‖ has a NaN gradient at 0: one all-zero projection must not turn the parameters NaN."""
+    from ezv.losses import negative_cosine
+
+    def loss(a):
+        return jnp.sum(negative_cosine(a, jnp.ones_like(a)))
+
+    grad = jax.grad(loss)(jnp.array([[0.0, 0.0, 0.0], [1.0, 2.0, 2.0]]))
+    assert np.isfinite(np.asarray(grad)).all()
+    np.testing.assert_allclose(loss(jnp.array([[1.0, 2.0, 2.0]])), -5 / (3 * np.sqrt(3)), rtol=1e-6)
+
+
 def test_no_gradient_flows_into_the_targets():
     out, tgt = make_batch()
     o, t = to_jax(out, tgt)

@@ -168,9 +168,12 @@ def test_each_cpu_mode_preset_validates_and_learns_through_the_compiled_loop(pre
     assert all(np.isfinite(v).all() for k, v in metrics.items() if k.endswith("loss")), metrics
 
 
-@pytest.mark.parametrize("preset", ["ez1_atari", "muzero_atari"])
+@pytest.mark.parametrize("preset", ["ez1_atari", "muzero_atari", "dez_atari"])
 def test_each_atari_mode_preset_runs_its_image_pipeline(preset):
-    """The preset's search, acting, replay and targets with a tiny conv network (as the `atari` test)."""
+    """The preset's search, acting, replay and targets with a tiny conv network (as the `atari` test);
+    Delayed-EZ's under its stochastic delay, with planned queues and planning through the pending actions."""
+    from ezv.program import with_delay
+
     base = load_preset(preset)
     net = dataclasses.replace(
         base.network, channels=8, reduced_channels=4, conv_head_hidden=(8,), lstm_hidden=16, value_bins=31,
@@ -184,7 +187,7 @@ def test_each_atari_mode_preset_runs_its_image_pipeline(preset):
         replay=dataclasses.replace(base.replay, capacity=256),
         learner=dataclasses.replace(base.learner, batch_size=4, td_age_env_steps=base.learner.td_age_env_steps and 40),
     )
-    env = envs.make("Breakout-v5", cfg.num_envs, seed=0, **cfg.env_options)
+    env = with_delay(cfg, envs.make("Breakout-v5", cfg.num_envs, seed=0, **cfg.env_options), cfg.delay)
     validate(cfg, env.spec)
     agent = Agent(cfg, env)
     state = agent.init(jax.random.PRNGKey(0))
@@ -211,6 +214,11 @@ def test_the_mode_presets_say_what_their_papers_say():
     assert mz.replay.beta_final is None and mz.learner.target_update_interval == 100
     assert EZModel(ez1, envs.make("Breakout-v5", 1, seed=0).spec).num_simulations == 50
     assert Learner(ez1, EZModel(ez1, envs.make("Breakout-v5", 1, seed=0).spec)).searched_per_batch == 253
+    dez = load_preset("dez_atari")
+    assert (dez.total_env_steps, dez.offline_updates, dez.delay, dez.stochastic_delay) == (130_000, 20_000, 15, True)
+    assert dez.forward and dez.plans_queue and dez.delay_change_prob == 0.2 and dez.eval_delays == (0, 5, 25)
+    assert dataclasses.replace(dez, delay=0, stochastic_delay=False, total_env_steps=100_000, eval_delays=(),
+                               learner=ez1.learner, preset="ez1_atari") == ez1
 
 
 def test_a_mode_run_with_two_seeds_resumes_exports_and_evaluates(tmp_path, capsys):
