@@ -294,8 +294,9 @@ def greedy_episodes(
     variables = {"params": params, "batch_stats": batch_stats}
     env_key, key = jax.random.split(key)
     env_state, ts = env.reset(env_key)
-    forward = forward and getattr(env, "max_delay", 0) > 0
-    if planned_queue:  # every episode starts now; those after the first are not scored
+    delayed = getattr(env, "max_delay", 0) > 0
+    forward = forward and delayed
+    if planned_queue and delayed:  # every episode starts now; those after the first are not scored
         key, plan_key = jax.random.split(key)
         env_state, ts = start_from_planned_queues(model, env, variables, plan_key, env_state, ts)
     cap = env.spec.max_episode_steps + 2

@@ -100,7 +100,7 @@ def record_video(cfg: Any, spec: Any, variables: dict[str, Any], path: str, seed
 
     key = jax.random.PRNGKey(seed)
     env_state, ts = env.reset(key)
-    if cfg.plans_queue:
+    if cfg.plans_queue and cfg.delay > 0:
         plan_key = jax.random.split(key)[1]
         env_state, ts = jax.jit(lambda v, s, t: start_from_planned_queues(model, env, v, plan_key, s, t))(
             variables, env_state, ts)

@@ -1,7 +1,8 @@
 """`python -m ezv.plot RUN_DIR... [--out curves.png] [--table scores.md]`
 
 Evaluation return vs env steps, one panel per env: the mean over every seed of every run given
-(runs of one env and one preset are pooled; a `--num-seeds` run contributes each of its seeds) with
+(runs of one env, one preset and one execution delay setting are pooled; a `--num-seeds` run contributes
+each of its seeds) with
 a 95% bootstrap confidence band, and the thin per-seed curves. Runs of one env under different
 presets (EZ-V2's `classic` beside `ez1_classic` and `muzero_classic`, say) get a curve each, and a row
 each in the table, so that the modes compare on one figure. A table of final scores follows: for
@@ -41,7 +42,17 @@ def read_run(run_dir: str) -> tuple[str, str, dict[int, list[tuple[int, float]]]
               for seed, rows in by_seed.items()}
     final = {seed: float(rows[-1]["eval_return_mean"]) for seed, rows in by_seed.items()}
     curves = {seed: curve for seed, curve in curves.items() if curve}
-    return cfg["env_id"], str(cfg.get("preset", "auto")), curves, final
+    return cfg["env_id"], variant_name(cfg), curves, final
+
+
+def variant_name(cfg: dict[str, Any]) -> str:
+    """What a curve of the plot stands for: the run's preset, and its execution delay when it had one (runs
+    of one preset under different delays, or forward vs oblivious, are different agents)."""
+    name = str(cfg.get("preset", "auto"))
+    if cfg.get("delay"):
+        delay = f"≤ {cfg['delay']} stochastic" if cfg.get("stochastic_delay") else f"{cfg['delay']}"
+        name += f", delay {delay}, {'forward' if cfg.get('forward', True) else 'oblivious'}"
+    return name
 
 
 def bootstrap_ci(values: np.ndarray, rng: np.random.Generator, reps: int = 2000) -> tuple[float, float]:

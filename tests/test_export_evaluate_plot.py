@@ -125,3 +125,12 @@ def test_plot_draws_one_curve_and_one_table_per_preset_of_an_env(tmp_path):
     table = plot.main([*runs, "--out", str(tmp_path / "c.png")])
     assert "Preset `classic`" in table and "400.0 ± 0.0" in table
     assert "Preset `ez1_classic`" in table and "250.0 ± 50.0" in table
+
+
+def test_plot_tells_runs_at_different_execution_delays_apart():
+    from ezv.plot import variant_name
+
+    assert variant_name({"preset": "classic", "delay": 0}) == "classic"
+    assert variant_name({"preset": "classic", "delay": 15, "stochastic_delay": True, "forward": True}) == (
+        "classic, delay ≤ 15 stochastic, forward")
+    assert variant_name({"preset": "classic", "delay": 5, "forward": False}) == "classic, delay 5, oblivious"
