@@ -27,8 +27,10 @@ def build_agent(preset: str, env_id: str | None = None, flags: list[str] = ()):
     from ezv.train import resolve_config
 
     env_id = env_id or PRESET_ENVS[preset]
+    from ezv.program import with_delay
+
     cfg = resolve_config(["--env-id", env_id, "--preset", preset, *flags])
-    return Agent(cfg, envs.make(env_id, cfg.num_envs, cfg.seed, **cfg.env_options))
+    return Agent(cfg, with_delay(cfg, envs.make(env_id, cfg.num_envs, cfg.seed, **cfg.env_options), cfg.delay))
 
 
 def machine() -> dict[str, Any]:

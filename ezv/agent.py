@@ -111,6 +111,9 @@ class Agent:
         self.forward = self.delayed and cfg.forward
         self.planned = self.delayed and cfg.plans_queue
         self.seed_axis = seed_axis
+        if self.delayed and getattr(env, "max_delay", None) != cfg.delay:
+            raise ValueError(f"the config has --delay {cfg.delay} but the env is not delayed by it: wrap it with "
+                             "ezv.program.with_delay(cfg, env, cfg.delay).")
 
     # --- init -----------------------------------------------------------------------------
 
@@ -227,7 +230,7 @@ class Agent:
             "network_value": jnp.mean(out.raw_value),
         }
         if self.delayed:
-            metrics["delay"] = jnp.mean(ts.delay.delay.astype(jnp.float32))
+            metrics["delay"] = jnp.mean(prev.delay.delay.astype(jnp.float32))  # the recorded decisions' delay
         new_state = state.replace(
             env_state=env_state,
             timestep=ts,

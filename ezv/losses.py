@@ -46,13 +46,13 @@ class Targets:
 
 
 def unit_vectors(x: jax.Array) -> jax.Array:
-    """x / (‖x‖ + 1e-8) along the last axis, with a finite gradient at x = 0. ‖x‖'s gradient is NaN there,
-    and one projection that is exactly zero (which a small network's ReLU can give) turned every parameter
-    NaN; the norm is taken of a stand-in for zero vectors, so that every other row's value and gradient
+    """x / (‖x‖ + 1e-8) along the last axis; a zero row stays 0 with a zero gradient. ‖x‖'s gradient is NaN
+    at 0, and one projection that is exactly zero (which a small network's ReLU can give) turned every
+    parameter NaN. The norm is taken of a stand-in for zero rows, so every other row's value and gradient
     stay bit for bit what they were."""
     zero = jnp.all(x == 0, axis=-1, keepdims=True)
     norm = jnp.linalg.norm(jnp.where(zero, 1.0, x), axis=-1, keepdims=True)
-    return x / (jnp.where(zero, 0.0, norm) + 1e-8)
+    return jnp.where(zero, 0.0, x / (norm + 1e-8))
 
 
 def negative_cosine(a: jax.Array, b: jax.Array) -> jax.Array:

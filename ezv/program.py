@@ -106,10 +106,13 @@ class Program:
         env_count = cfg.num_seeds * cfg.num_envs if self.shared_env else cfg.num_envs // max(cfg.devices, 1)
         self.env = envs.make(cfg.env_id, max(env_count, 1), cfg.seed + env_seed_offset, **cfg.env_options)
         validate(cfg, self.env.spec)
-        eval_env = envs.make(cfg.env_id, cfg.eval_episodes, cfg.seed + 10_000, evaluation=True, **cfg.env_options)
-        self.env, self.eval_env = with_delay(cfg, self.env, cfg.delay), with_delay(cfg, eval_env, cfg.delay)
-        # The same evaluation episodes at other delays (--eval-delays), each its own compiled evaluation.
-        self.delay_eval_envs = {d: with_delay(cfg, eval_env, d) for d in cfg.eval_delays}
+        def make_eval_env():
+            return envs.make(cfg.env_id, cfg.eval_episodes, cfg.seed + 10_000, evaluation=True, **cfg.env_options)
+
+        self.env, self.eval_env = with_delay(cfg, self.env, cfg.delay), with_delay(cfg, make_eval_env(), cfg.delay)
+        # The same evaluation episodes at other delays (--eval-delays), each its own compiled evaluation and its
+        # own envs (an envpool pool ignores the reset key, so a shared one would play other episodes).
+        self.delay_eval_envs = {d: with_delay(cfg, make_eval_env(), d) for d in cfg.eval_delays}
         self.pure = self.env.pure
         self.agent = Agent(
             cfg, self.env, self.eval_env,

@@ -222,7 +222,7 @@ class Run:
         max_steps = None if final else self.cfg.eval_max_episode_steps
         for row, result in zip(rows, self.program.evaluate_seeds(self.state, self.env_steps, max_steps)):
             row.update(eval_row(result))
-        for delay in self.cfg.eval_delays:
+        for delay in self.program.delay_eval_envs:
             for row, result in zip(rows, self.program.evaluate_seeds(self.state, self.env_steps, max_steps, delay)):
                 row.update(eval_row(result, prefix=f"eval_delay{delay}_"))
         self.last_eval = mean_present([r.get("eval_return_mean") for r in rows])

@@ -230,17 +230,47 @@ def test_a_forward_agent_stores_executed_actions_and_an_oblivious_one_its_decisi
             assert not np.array_equal(np.stack(executed), np.stack(decisions))
 
 
-def test_a_delayed_continuous_run_plans_through_env_space_actions():
+def searches_from_the_predicted_latent(agent, state, out):
+    """Whether `out` (the agent's decision) is the evaluation-free search from the latent reached through the
+    pending actions (mapped to the model's action space), and not the one from the current latent."""
+    from ezv.frames import stacked_obs
+
+    model, view, variables = agent.model, state.timestep.delay, state.variables
+    obs = stacked_obs(state.frames)
+    key = jax.random.split(state.key)[1]  # decide's search key
+    search_key, root_key = model.fns.split_root_key(key)
+    latent = model.net.apply(variables, obs, method=model.net.represent)
+    ahead = unroll_pending(lambda z, a: model.fns.next_latent(variables, z, a), latent, model.from_env(view.pending),
+                           view.delay)
+    expected = model.search_roots(variables, search_key, model.fns.root_at(variables, ahead, root_key))
+    here = model.search_roots(variables, search_key, model.fns.root_at(variables, latent, root_key))
+    return (np.array_equal(out.policy, expected.policy) and np.array_equal(out.value, expected.value)
+            and not np.array_equal(out.value, here.value))
+
+
+@pytest.mark.parametrize("env_id,preset", [("CartPole-v1", "classic"), ("Pendulum-v1", "control")])
+def test_the_agent_searches_from_the_latent_its_model_predicts_after_the_pending_actions(env_id, preset):
+    """Discrete and continuous (env-space actions mapped back to the policy space for the dynamics)."""
     from ezv.agent import Agent
 
-    cfg = tiny_config("control", delay=2, stochastic_delay=True)
-    env = delayed(envs.make("Pendulum-v1", cfg.num_envs, seed=0), 2, stochastic=True)
+    cfg = tiny_config(preset, delay=3, stochastic_delay=True, delay_init="random")
+    env = delayed(envs.make(env_id, cfg.num_envs, seed=0), 3, stochastic=True)
     agent = Agent(cfg, env)
     state = agent.init(jax.random.PRNGKey(0))
-    state, metrics = jax.jit(agent.act)(state)
-    assert np.isfinite(np.asarray(metrics["search_value"])).all()
+    for _ in range(4):
+        state = agent.act(state)[0]
+    new_state, out = agent.decide(state)
+    assert searches_from_the_predicted_latent(agent, state, out)
     box = env.spec.action_space
-    np.testing.assert_allclose(agent.model.to_env(agent.model.from_env(jnp.asarray([box.low]))), [box.low], atol=1e-6)
+    if preset == "control":
+        np.testing.assert_allclose(agent.model.from_env(jnp.asarray([box.low, box.high])), [[-1.0], [1.0]])
+
+
+def test_an_agent_of_a_delayed_config_refuses_an_undelayed_env():
+    from ezv.agent import Agent
+
+    with pytest.raises(ValueError, match="with_delay"):
+        Agent(tiny_config("classic", delay=3), envs.make("CartPole-v1", 4, seed=0))
 
 
 def test_a_delayed_run_with_two_seeds_resumes_exactly_and_evaluates_at_several_delays(tmp_path, capsys):

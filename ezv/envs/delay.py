@@ -11,8 +11,9 @@ is a FIFO with lag M, a delay that shrinks skips the decisions overtaken by newe
 delay that grows (nothing new due) repeats the previous executed action. Before each decision the
 delay takes one step of a lazy random walk: −1 or +1 with probability `change_prob` each, clipped to
 [0, M] (`stochastic`) or fixed at M, starting at M. Each env has its own walk, which goes on across
-its episodes. A new episode's queue holds M uniformly random actions, each decided under delay M,
-so they execute in order; the agent may replace them by a plan (`with_queue`).
+its episodes. A new episode's queue holds M uniformly random actions, each decided under delay M (in
+order, unless a shrinking delay lets a new decision overtake them); the agent may replace them by a
+plan (`with_queue`).
 
 The delay and the queue are observed (the paper's observed-delay setting): `TimeStep.delay` gives
 the agent the delay d of its next decision and `pending[ix]`, for ix < d, the queued action that
@@ -20,7 +21,8 @@ will execute ix steps from now. That view is exact: a later decision cannot beco
 current one because the delay moves by at most one per step.
 
 Everything is pure JAX: the wrapper steps inside the compiled loop, vmaps over seeds and its state
-checkpoints with the run. Actions are the inner env's own (discrete ids or env-space vectors).
+checkpoints with the run (over envpool, whose envs restart on resume, the walk restarts at M too).
+Actions are the inner env's own (discrete ids or env-space vectors).
 """
 
 from __future__ import annotations
