@@ -3,6 +3,7 @@ that several tests build (CLI runs, their resumes, subprocess runs) compile once
 the one uninterrupted tiny run that the checkpoint/resume and export/evaluate/plot tests share."""
 
 import atexit
+import gc
 import os
 import shutil
 import tempfile
@@ -18,6 +19,17 @@ if "EZV_TEST_XLA_CACHE" not in os.environ:  # this session's own cache, removed 
 CACHE_DIR = os.environ["EZV_TEST_XLA_CACHE"]
 jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def release_compiled_programs():
+    """Drop every module's compiled programs when it ends. Each XLA:CPU executable keeps its JIT-compiled
+    code in memory mappings, and a whole-suite process holding them all passes Linux's 65,530 mappings per
+    process (`vm.max_map_count`), after which compiling aborts the process. The persistent compilation
+    cache still serves later modules what they share."""
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
