@@ -21,6 +21,9 @@ BACKEND_IDS = [
     ("playground", "dmc/CartpoleBalance", {}),
     ("playground", "dmc/CheetahRun", {}),
     ("brax", "brax/halfcheetah", dict(backend="spring")),
+    # Rendered on the host after every control step (two per agent step at action repeat 2).
+    ("envpool-dmc-pixels", "pixels/CheetahRun-v1", {}),
+    ("envpool-dmc-pixels", "pixels/CartpoleBalance-v1", dict(render_size=64)),
 ]
 
 
@@ -57,11 +60,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     scan_steps = 100 if args.quick else 500
     rows = []
     # Quick: one id per backend (Playground's CheetahRun alone compiles for ~40 s on a CPU).
-    ids = [b for b in BACKEND_IDS if b[1] not in ("dmc/CheetahRun", "Breakout-MinAtar")] if args.quick else BACKEND_IDS
+    ids = ([b for b in BACKEND_IDS if b[1] not in ("dmc/CheetahRun", "Breakout-MinAtar", "pixels/CartpoleBalance-v1")]
+           if args.quick else BACKEND_IDS)
     for backend, env_id, options in ids:
         for n in sizes:
             row = dict(backend=backend, **steps_per_second(env_id, options, n, scan_steps))
-            print(f"  {backend:14s} {env_id:22s} N={n:<4d} {row['agent_steps_per_s']:>12,.0f} steps/s", flush=True)
+            print(f"  {backend:18s} {env_id:26s} N={n:<4d} {row['agent_steps_per_s']:>12,.0f} steps/s", flush=True)
             rows.append(row)
     print_table(
         "Env steps/s inside a jitted scan (agent steps; action repeat not multiplied in)",

@@ -30,7 +30,7 @@ python3 -c "import jax, flax, mctx; print('jax', jax.__version__, 'flax', flax._
 # 1. Benchmarks. PARTS: a subset, e.g. "peak loop/atari flags" (default: the ones a GPU session most
 # needs, in that order). BUDGET_S (default 330): no further part starts after it.
 python3 -m benchmarks all --profile --out "$OUT_DIR" --budget-s "${BUDGET_S:-330}" \
-    --parts ${PARTS:-peak loop/atari flags loop/atari_bf16 loop/dmc_state search seeds} 2>&1 | tee "$OUT_DIR/log.txt"
+    --parts ${PARTS:-peak loop/atari flags loop/atari_bf16 loop/dmc_state search seeds loop/dmc_image} 2>&1 | tee "$OUT_DIR/log.txt"
 
 # 2. A learning run: LEARN_ENV (default Pong-v5), 2 seeds in one program, evaluations every 2k env steps,
 # stopped after LEARN_S seconds (default 150); FULL=1 runs the whole Atari-100k recipe instead (100k env

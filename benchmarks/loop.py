@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def default_iterations(preset: str) -> int:
     """Iterations per timed chunk: the reference-sized presets are slow on a CPU (a few only)."""
-    big = preset in ("atari", "dmc_state")
+    big = preset in ("atari", "dmc_state", "dmc_image")
     if jax.default_backend() == "cpu":
         return 4 if big else 125
     return 50 if big else 250

@@ -52,6 +52,9 @@ LOOP_RUNS = {
     "classic": ("CartPole-v1", []),
     "control": ("dmc/CartpoleBalance", ["--preset", "control"]),
     "minatar": ("Breakout-MinAtar", []),
+    # DMC from pixels: rendering on the host (envpool, Mesa's software EGL on a CPU, the driver's on a GPU).
+    "dmc_image": ("pixels/CheetahRun-v1", []),
+    "dmc_image_small": ("pixels/CartpoleBalance-v1", ["--preset", "dmc_image_small"]),
 }
 
 
@@ -101,7 +104,7 @@ def run_loop(suite: Suite, preset: str, quick: bool) -> dict:
     base_preset = preset.removesuffix("_bf16")
     peak32 = next((r["tflops"] for r in suite.results.get("peak", []) if r["dtype"] == "float32"), None)
     # On an accelerator, trace the reference-sized presets only (a GPU session copies back few files).
-    traced = suite.profile and (jax.default_backend() == "cpu" or base_preset in ("atari", "dmc_state"))
+    traced = suite.profile and (jax.default_backend() == "cpu" or base_preset in ("atari", "dmc_state", "dmc_image"))
     profile_dir = tempfile.mkdtemp(prefix=f"ezv-profile-{preset}-") if traced else None
     # Model FLOPs do not depend on the device: XLA's CPU cost analysis counts them here; on an
     # accelerator they are skipped (each count is another compile) and taken from a CPU run.
@@ -235,7 +238,7 @@ def main(argv: list[str] | None = None) -> Suite:
             parser.error(f"unknown part {part!r}")
     # On an accelerator the reference-sized loops come first, then what a GPU session most needs.
     order = ["peak", "loop/atari", "flags", "loop/atari_bf16", "loop/dmc_state", "seeds", "search", "loop/classic",
-             "loop/control", "envs", "launches"]
+             "loop/control", "envs", "launches", "loop/dmc_image"]
     parts.sort(key=lambda p: order.index(p[0]) if p[0] in order else len(order))
     for name, fn in parts:
         suite.run(name, fn)

@@ -1,9 +1,9 @@
 """Run configuration: frozen dataclasses, per-domain presets, and validation before compiling.
 
 Every field is a tyro flag (`--learner.batch-size 128`). The preset is chosen from the env's
-domain (Atari -> `atari`, DMC -> `dmc_state`, gymnax classic control -> `classic`, or `control`
-for its continuous tasks and brax, MinAtar -> `minatar`) unless `--preset` names one, and every
-value can be overridden on top of it.
+domain (Atari -> `atari`, DMC -> `dmc_state`, DMC from pixels -> `dmc_image`, gymnax classic control
+-> `classic`, or `control` for its continuous tasks and brax, MinAtar -> `minatar`) unless `--preset`
+names one, and every value can be overridden on top of it.
 
 Static fields (shapes, simulation counts, unroll length) fix the compiled program; the
 float hyper-parameters are plain Python numbers baked in as constants.
@@ -34,6 +34,7 @@ class NetworkConfig:
     reduced_channels: int = 16
     res_blocks: int = 1
     conv_head_hidden: tuple[int, ...] = (32,)
+    conv_policy_hidden: tuple[int, ...] | None = None  # the conv policy head's widths (dmc_image: 64); None: as above
     # How the dynamics network sees a discrete action: "embedding" = EZ-V2's learned encoding (conv: the plane
     # a/|A| through conv1x1 + LayerNorm; mlp: one-hot through Dense + LayerNorm), "plane" = EZ-V1's bare plane
     # a/|A| (mlp: the scalar a/|A|), "one_hot" = MuZero's |A| one-hot planes (mlp: the one-hot vector).
@@ -207,7 +208,8 @@ class Config:
     seed: int = 0
     total_env_steps: int = run_setting(100_000)
     run_dir: str | None = run_setting(None)  # default: runs/{env}-s{seed}-{time}
-    # auto (from the env's domain), atari, classic, minatar, dmc_state, control, the EfficientZero (2021)
+    # auto (from the env's domain), atari, classic, minatar, dmc_state, control, dmc_image (DMC from pixels),
+    # dmc_image_small (its CPU variant), the EfficientZero (2021)
     # and MuZero modes ez1_atari, muzero_atari, ez1_classic, muzero_classic, ez1_minatar, muzero_minatar,
     # Delayed-EfficientZero's dez_atari
     # (configs/NAME.yaml), or the path of a preset file or of a run's config.yaml.
@@ -439,7 +441,7 @@ def presets_dir() -> str:
 
 PRESET_NAMES = ("atari", "classic", "minatar", "dmc_state", "control",
                 "ez1_atari", "muzero_atari", "ez1_classic", "muzero_classic", "ez1_minatar", "muzero_minatar",
-                "dez_atari")
+                "dez_atari", "dmc_image", "dmc_image_small")
 
 
 def load_config_file(path: str) -> Config:
@@ -575,7 +577,7 @@ def check_env_protocol_unchanged(run_dir: str, data: dict[str, Any], cfg: Config
 
 
 DOMAIN_PRESETS = {"atari": "atari", "classic": "classic", "minatar": "minatar", "bsuite": "classic", "misc": "classic",
-                  "dmc": "dmc_state", "brax": "control"}
+                  "dmc": "dmc_state", "dmc_pixels": "dmc_image", "brax": "control"}
 
 
 def preset_name_for(domain: str, continuous: bool = False) -> str:
@@ -659,12 +661,14 @@ def _learner_errors(cfg: Config) -> list[str]:
 
 def _search_errors(cfg: Config, spec: Any) -> list[str]:
     errors, search, learner = [], cfg.search, cfg.learner
+    if cfg.network.architecture == "conv" and not spec.is_image:
+        pixels = " (or DMC from pixels: --env-id pixels/<DMC id>)" if spec.domain == "dmc" else ""
+        errors.append(f"--network.architecture conv takes image observations ([H, W, C] uint8); {spec.env_id} gives "
+                      f"{tuple(spec.obs_shape)} {spec.obs_dtype}: use --network.architecture mlp{pixels}.")
     if spec.discrete:
         if search.max_considered_actions is not None and search.max_considered_actions < 1:
             errors.append("--search.max-considered-actions must be >= 1.")
         return errors
-    if cfg.network.architecture == "conv":
-        errors.append("--network.architecture conv takes discrete actions only; use mlp for continuous control.")
     if not 1 <= search.policy_sampled_actions <= search.num_sampled_actions:
         errors.append(f"--search.policy-sampled-actions ({search.policy_sampled_actions}) must be in "
                       f"1..--search.num-sampled-actions ({search.num_sampled_actions}).")

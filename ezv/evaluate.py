@@ -20,7 +20,8 @@ import jax
 import numpy as np
 
 from ezv import scores
-from ezv.render import VideoError, frame_of
+from ezv.envs.gl import RenderingUnavailable, ensure_rendering
+from ezv.render import VideoError, frame_of, pixel_twin_id
 
 
 def load_source(path: str) -> tuple[Any, Any, list[dict[str, Any]], dict[str, Any], list[int]]:
@@ -74,7 +75,10 @@ def summarize(env_id: str, result: dict[str, np.ndarray]) -> dict[str, Any]:
 def check_video(spec: Any, path: str) -> None:
     if not path.endswith((".mp4", ".gif")):
         raise VideoError(f"--video {path!r}: use a .mp4 or .gif file name.")
-    frame_of(spec, np.zeros(spec.obs_shape, spec.obs_dtype))
+    if pixel_twin_id(spec) is None:
+        frame_of(spec, np.zeros(spec.obs_shape, spec.obs_dtype))
+    else:
+        ensure_rendering()
 
 
 def record_video(cfg: Any, spec: Any, variables: dict[str, Any], path: str, seed: int, fps: int = 30) -> int:
@@ -92,23 +96,37 @@ def record_video(cfg: Any, spec: Any, variables: dict[str, Any], path: str, seed
     model = EZModel(cfg, env.spec)
     forward = cfg.forward and cfg.delay > 0
 
+    # A state DMC env is filmed through its pixel twin: the same task and seed, given the executed actions.
+    twin_id = pixel_twin_id(env.spec)
+    twin = None if twin_id is None else envs.make(
+        twin_id, 1, seed, evaluation=True, frame_stack=1,
+        **{k: v for k, v in cfg.env_options.items() if k in ("action_repeat", "max_episode_steps")})
+
+    def picture(ts, twin_ts):
+        return frame_of((twin or env).spec, np.asarray((twin_ts if twin else ts).obs[0]))
+
     @jax.jit
-    def step(variables, env_state, ts, frames, key):
+    def step(variables, env_state, twin_state, ts, frames, key):
         action = model.greedy_action(variables, stacked_obs(frames), key, delay=ts.delay if forward else None)
         env_state, ts = env.step(env_state, action)
-        return env_state, ts, push_frame(frames, ts)
+        twin_ts = None
+        if twin is not None:
+            twin_state, twin_ts = twin.step(twin_state, action if ts.delay is None else ts.delay.executed)
+        return env_state, twin_state, ts, twin_ts, push_frame(frames, ts)
 
     key = jax.random.PRNGKey(seed)
     env_state, ts = env.reset(key)
+    twin_state, twin_ts = twin.reset(key) if twin is not None else (None, None)
     if cfg.plans_queue and cfg.delay > 0:
         plan_key = jax.random.split(key)[1]
         env_state, ts = jax.jit(lambda v, s, t: start_from_planned_queues(model, env, v, plan_key, s, t))(
             variables, env_state, ts)
     frames = init_frames(ts.obs, env.spec.frame_stack)
-    images = [frame_of(env.spec, np.asarray(ts.obs[0]))]
+    images = [picture(ts, twin_ts)]
     for t in range(env.spec.max_episode_steps + 1):
-        env_state, ts, frames = step(variables, env_state, ts, frames, jax.random.fold_in(key, t))
-        images.append(frame_of(env.spec, np.asarray(ts.obs[0])))
+        env_state, twin_state, ts, twin_ts, frames = step(variables, env_state, twin_state, ts, frames,
+                                                          jax.random.fold_in(key, t))
+        images.append(picture(ts, twin_ts))
         if bool(ts.episode_done[0]):
             break
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -145,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             check_video(spec, args.video)
         delays = [None] if args.delays is None else list(dict.fromkeys(args.delays))
         results = {d: evaluate_variables(cfg, variables, args.episodes, args.seed, d) for d in delays}
-    except (CheckpointError, ValueError, FileNotFoundError) as e:
+    except (CheckpointError, ValueError, FileNotFoundError, RenderingUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     steps = f"{info.get('env_steps', '?')} env steps, {info.get('updates', info.get('train_steps', '?'))} updates"
@@ -162,10 +180,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.video:
         try:
             length = record_video(cfg, spec, variables[0], args.video, args.seed)
-        except VideoError as e:
+        except (VideoError, RenderingUnavailable) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
-        report["video"] = args.video
+        report["video"], report["video_length"] = args.video, length
         print(f"video of one episode ({length} steps) in {args.video}")
     if args.json:
         with open(args.json, "w") as f:

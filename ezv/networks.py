@@ -113,22 +113,26 @@ class ConvRepresentation(nn.Module):
 
 
 class ConvDynamics(nn.Module):
+    """num_actions None: a continuous action vector [B, A], tiled to A planes (EZ-V2's `dmc_image`)."""
+
     channels: int
     res_blocks: int
-    num_actions: int
+    num_actions: int | None
     dtype: Any = None
     action_encoding: str = "embedding"  # NetworkConfig.action_encoding
 
     @nn.compact
     def __call__(self, state, action, train: bool):
-        if self.action_encoding == "one_hot":  # MuZero: |A| planes
+        if self.num_actions is None:
+            a = jnp.broadcast_to(action.astype(jnp.float32)[:, None, None, :], state.shape[:-1] + action.shape[-1:])
+        elif self.action_encoding == "one_hot":  # MuZero: |A| planes
             a = jnp.broadcast_to(jax.nn.one_hot(action, self.num_actions)[:, None, None, :],
                                  state.shape[:-1] + (self.num_actions,))
         else:
             a = jnp.broadcast_to(
                 (action.astype(jnp.float32) / self.num_actions)[:, None, None, None], state.shape[:-1] + (1,)
             )
-        if self.action_encoding == "embedding":  # EZ-V2: the plane through conv1x1 + LayerNorm; EZ-V1: bare
+        if self.action_encoding == "embedding" or self.num_actions is None:  # EZ-V2: conv1x1 + LayerNorm; EZ-V1: bare
             a = nn.Conv(16, (1, 1), dtype=self.dtype)(a)
             a = nn.relu(nn.LayerNorm(reduction_axes=(-3, -2, -1), feature_axes=(-3, -2, -1), dtype=self.dtype)(a))
         x = jnp.concatenate([state, a.astype(state.dtype)], axis=-1)
@@ -261,6 +265,7 @@ class RewardHead(nn.Module):
 class Prediction(nn.Module):
     cfg: NetworkConfig
     policy_outputs: int
+    discrete: bool = True
 
     @nn.compact
     def __call__(self, state, train: bool):
@@ -269,8 +274,10 @@ class Prediction(nn.Module):
             x = ResBlock(c.channels, dtype=dt)(state, train)
             v = ConvHeadInput(c.reduced_channels, dt)(x, train)
             p = ConvHeadInput(c.reduced_channels, dt)(x, train)
-            value = MLP(c.conv_head_hidden, c.value_bins, act=nn.elu, zero_init=True, dtype=dt)(v, train)
-            policy = MLP(c.conv_head_hidden, self.policy_outputs, act=nn.elu, zero_init=True, dtype=dt)(p, train)
+            # EZ-V2 zero-initialises the conv value head for discrete actions only (family reference C.2).
+            value = MLP(c.conv_head_hidden, c.value_bins, act=nn.elu, zero_init=self.discrete, dtype=dt)(v, train)
+            widths = c.conv_head_hidden if c.conv_policy_hidden is None else c.conv_policy_hidden
+            policy = MLP(widths, self.policy_outputs, act=nn.elu, zero_init=True, dtype=dt)(p, train)
         else:
             v = nn.LayerNorm(dtype=dt)(ResidualMLPBlock(c.latent_dim, dt)(state))
             p = nn.LayerNorm(dtype=dt)(ResidualMLPBlock(c.latent_dim, dt)(state))
@@ -328,8 +335,6 @@ class EZNet(nn.Module):
     def setup(self):
         c, dt = self.cfg, compute_dtype(self.cfg)
         if c.architecture == "conv":
-            if self.num_actions is None:
-                raise NotImplementedError("the conv dynamics of this version takes discrete actions only")
             self.representation = ConvRepresentation(c.channels, c.res_blocks, dt)
             self.dynamics_net = ConvDynamics(c.channels, c.res_blocks, self.num_actions, dt, c.action_encoding)
         else:
@@ -338,7 +343,7 @@ class EZNet(nn.Module):
                 c.mlp_hidden, c.mlp_blocks, c.action_embedding, self.num_actions, dt, c.action_encoding
             )
         self.reward_head = RewardHead(c)
-        self.prediction = Prediction(c, self.policy_outputs)
+        self.prediction = Prediction(c, self.policy_outputs, self.num_actions is not None)
         self.projector = Projector(c)
         self.predictor = ProjectionPredictor(c)
 

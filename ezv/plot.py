@@ -157,6 +157,11 @@ def reference_score(env_id: str) -> tuple[float, str] | None:
     if game is not None:
         return scores.atari_table()[game]["efficientzero_v2"], "EZ-V2 (paper, 100k)"
     task = scores.dmc_task(env_id)
+    if task is not None and scores.is_pixel_id(env_id):
+        row = scores.dmc_vision_table().get(task, {})
+        if row.get("efficientzero_v2_vision_approx") is not None:
+            return row["efficientzero_v2_vision_approx"], "EZ-V2 from pixels (figure, approx.)"
+        return None
     if task is not None:
         row = scores.dmc_table()[task]
         if row.get("efficientzero_v2_approx") is not None:

@@ -1,5 +1,6 @@
-"""Pictures of observations, for evaluation videos: Atari and MinAtar frames as they are, and the
-classic-control tasks drawn from the state in their observation."""
+"""Pictures of observations, for evaluation videos: Atari, MinAtar and DMC-from-pixels frames as they are,
+state DMC through its pixel twin (`pixel_twin_id`), and the classic-control tasks drawn from the state in
+their observation."""
 
 from __future__ import annotations
 
@@ -17,9 +18,15 @@ MINATAR_COLOURS = np.array([[230, 80, 60], [60, 160, 230], [250, 200, 40], [120,
                            np.float32)
 
 
+def pixel_twin_id(spec: Any) -> str | None:
+    """The env that films a state DMC (envpool) episode: its `pixels/` id, which with the same seed and the
+    same actions runs the same episode; None for every other env."""
+    return "pixels/" + spec.env_id if spec.backend == "envpool" and spec.domain == "dmc" else None
+
+
 def frame_of(spec: Any, obs: np.ndarray) -> np.ndarray:
     """An RGB uint8 picture of one observation."""
-    if spec.is_image:  # Atari: the agent's 96x96 view
+    if spec.is_image:  # Atari and DMC from pixels: the agent's view
         img = obs if obs.shape[-1] == 3 else np.repeat(obs[..., :1], 3, axis=-1)
         return np.kron(img, np.ones((4, 4, 1), np.uint8))
     if spec.domain == "minatar":  # 10x10xC binary channels, one colour per channel
@@ -30,8 +37,9 @@ def frame_of(spec: Any, obs: np.ndarray) -> np.ndarray:
     drawer = CLASSIC_DRAWERS.get(spec.env_id.split("-v")[0])
     if drawer is not None:  # classic control: the state is in the observation
         return drawer(np.asarray(obs, np.float64))
-    raise VideoError(f"--video records image observations (Atari *-v5, *-MinAtar) and the classic-control tasks "
-                     f"({', '.join(sorted(CLASSIC_DRAWERS))}); {spec.env_id} ({spec.backend}) has no renderer here.")
+    raise VideoError(f"--video records image observations (Atari *-v5, *-MinAtar, pixels/<DMC id>), envpool's DMC "
+                     f"tasks (*-v1) and the classic-control tasks ({', '.join(sorted(CLASSIC_DRAWERS))}); "
+                     f"{spec.env_id} ({spec.backend}) has no renderer here.")
 
 
 def _canvas(size: int = 400):

@@ -1,5 +1,6 @@
 """Reference scores shipped with ezv: Atari 100k random/human scores and published agents' results
-(`data/atari100k_scores.csv`), DMC proprioceptive results (`data/dmc_proprio_scores.csv`), published
+(`data/atari100k_scores.csv`), DMC proprioceptive results (`data/dmc_proprio_scores.csv`), EZ-V2's DMC
+from pixels (`data/dmc_vision_scores.csv`, approximate, read off a figure), published
 per-seed DMC learning curves of TD-MPC2, DreamerV3 and SAC (`data/dmc_published_curves.csv`, from
 the TD-MPC2 authors; its header gives the source and commit), and the aggregates papers report
 (human-normalised mean, median, interquartile mean)."""
@@ -52,8 +53,24 @@ def published_dmc_curves() -> dict[str, dict[str, dict[int, list[float]]]]:
     return out
 
 
+@functools.cache
+def dmc_vision_table() -> dict[str, dict[str, float | None]]:
+    """DMC task (e.g. "cheetah-run") -> {"x_end_env_steps", "efficientzero_v2_vision_approx"}: EZ-V2 from pixels,
+    read off the repository's figure (the file's header says how)."""
+    with open(os.path.join(DATA, "dmc_vision_scores.csv")) as f:
+        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+    return {r["task"]: {k: _number(v) for k, v in r.items() if k != "task"} for r in rows}
+
+
+def is_pixel_id(env_id: str) -> bool:
+    return env_id.startswith("pixels/")
+
+
 def published_curve(env_id: str) -> dict[str, list[tuple[int, float, int]]]:
-    """algorithm -> [(ezv env steps, seed-mean return, seeds)] for a DMC env id; {} when none is published."""
+    """algorithm -> [(ezv env steps, seed-mean return, seeds)] for a state DMC env id; {} when none is published
+    (the curves are from state: none for `pixels/` ids)."""
+    if is_pixel_id(env_id):
+        return {}
     base = env_id.split("/", 1)[-1].split("-v")[0]
     curves = {_key(t): c for t, c in published_dmc_curves().items()}
     found = curves.get(_key(base)) or curves.get(_key(base.replace("BallInCup", "Cup")), {})
@@ -75,7 +92,7 @@ def atari_game(env_id: str) -> str | None:
 
 
 def dmc_task(env_id: str) -> str | None:
-    """The DMC task of an env id ("dmc/CheetahRun" or "CheetahRun-v1" -> "cheetah-run"), or None."""
+    """The DMC task of an env id (dmc/CheetahRun, CheetahRun-v1 or pixels/CheetahRun-v1 -> "cheetah-run"), or None."""
     base = env_id.split("/", 1)[-1].split("-v")[0]
     by_key = {_key(t): t for t in dmc_table()}
     return by_key.get(_key(base))

@@ -73,13 +73,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     import ezv.envs as envs
     from ezv import compile_cache
     from ezv.checkpoint import CheckpointError
+    from ezv.envs.gl import RenderingUnavailable
 
     argv = sys.argv[1:] if argv is None else argv
     compile_cache.enable()
     try:
         cfg = resolve_config(argv)
         train(cfg)
-    except (ConfigError, CheckpointError, envs.UnknownEnvError, envs.EnvOptionError, FileExistsError) as e:
+    except (ConfigError, CheckpointError, envs.UnknownEnvError, envs.EnvOptionError, RenderingUnavailable,
+            FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     except Diverged as e:

@@ -18,6 +18,7 @@ CASES = {
     "gymnax-minatar": ("Breakout-MinAtar", dict(max_episode_steps=12), 200),
     "envpool-atari": ("Breakout-v5", dict(evaluation=True, max_episode_steps=60), 300),
     "envpool-dmc": ("CheetahRun-v1", dict(max_episode_steps=50), 160),
+    "envpool-dmc-pixels": ("pixels/CartpoleBalance-v1", dict(max_episode_steps=50, render_size=24), 160),
     "playground": ("dmc/CartpoleBalance", dict(max_episode_steps=50), 160),
     "brax": ("brax/inverted_pendulum", dict(backend="spring", max_episode_steps=40), 160),
 }

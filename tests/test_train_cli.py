@@ -99,7 +99,7 @@ def test_an_existing_run_directory_is_never_overwritten(tmp_path, capsys):
     [
         (["--search.interior-children", "0"], "--search.interior-children"),
         (["--search.policy-sampled-actions", "20"], "--search.policy-sampled-actions"),
-        (["--network.architecture", "conv"], "mlp for continuous control"),
+        (["--network.architecture", "conv"], "conv takes image observations"),
     ],
 )
 def test_impossible_continuous_settings_fail_before_compiling(flags, named, capsys, tmp_path):

@@ -60,7 +60,7 @@ class EnvSpec:
 
     env_id: str
     backend: str  # "envpool", "playground", "gymnax", "brax"
-    domain: str  # "atari", "dmc", "classic", "minatar", "bsuite", "misc", "brax"
+    domain: str  # "atari", "dmc", "dmc_pixels", "classic", "minatar", "bsuite", "misc", "brax"
     obs_shape: tuple[int, ...]
     obs_dtype: np.dtype
     action_space: ActionSpace

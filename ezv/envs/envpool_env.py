@@ -33,6 +33,7 @@ from ezv.envs.core import Box, Discrete, EnvSpec, TimeStep, VecEnv, first_timest
 
 ATARI_FAMILY = "envpool.atari"
 DMC_FAMILY = "envpool.mujoco.dmc"
+PIXELS_PREFIX = "pixels/"  # pixels/CheetahRun-v1: envpool's CheetahRun-v1 rendered (its `from_pixels`)
 _THREAD_RACE = (
     "envpool's XLA interface (1.2.5) corrupts data with more than one worker thread; "
     "ezv runs each pool with num_threads=1. Use more envs or several runs instead."
@@ -89,6 +90,21 @@ class DMCOptions:
     action_repeat: int = 2
     max_episode_steps: int | None = None
     num_threads: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class DMCPixelOptions(DMCOptions):
+    """EZ-V2's `dmc_image` protocol (family reference C.1): render_size x render_size RGB frames
+    rendered after each agent step, stacked by the agent (`frame_stack`); camera_id None picks
+    EZ-V2's camera, 2 for quadruped (DrQ-v2's choice) and 0 for every other domain."""
+
+    render_size: int = 96
+    camera_id: int | None = None
+    frame_stack: int = 4
+
+
+def default_camera(env_id: str) -> int:
+    return 2 if env_id.removeprefix(PIXELS_PREFIX).startswith("Quadruped") else 0
 
 
 def _registry():
@@ -325,3 +341,55 @@ def make_dmc(env_id: str, num_envs: int, seed: int, options: DMCOptions) -> VecE
     return _vec_env(
         spec, pool, num_envs, process_obs, jnp.float64, is_atari=False, action_repeat=options.action_repeat
     )
+
+
+def make_dmc_pixels(env_id: str, num_envs: int, seed: int, options: DMCPixelOptions) -> VecEnv:
+    """`pixels/<DMC id>`: the task's frames as the observation, [size, size, 3] uint8, one per agent step.
+
+    envpool renders after every control step, so an agent step of action repeat 2 renders twice and
+    the agent sees the second frame (dmc2gym renders once; the frames the agent sees are the same)."""
+    from ezv.envs.gl import ensure_rendering
+
+    o = options
+    if o.action_repeat < 1 or o.frame_stack < 1:
+        raise ValueError("options action_repeat and frame_stack must be >= 1.")
+    if not 8 <= o.render_size <= 512:
+        raise ValueError(f"option render_size must be in 8..512 pixels, got {o.render_size}.")
+    camera = default_camera(env_id) if o.camera_id is None else o.camera_id
+    if camera < -1:
+        raise ValueError(f"option camera_id must be -1 (MuJoCo's free camera) or a camera index, got {camera}.")
+    ensure_rendering()  # before envpool's reset can abort the process
+    max_steps = o.max_episode_steps or 1000 // o.action_repeat
+    pool = _make_pool(
+        env_id.removeprefix(PIXELS_PREFIX),
+        num_envs,
+        seed,
+        o.num_threads,
+        max_episode_steps=max_steps * o.action_repeat,
+        from_pixels=True,
+        render_width=o.render_size,
+        render_height=o.render_size,
+        render_camera_id=camera,
+    )
+    act = pool.action_space
+    dim = int(np.prod(act.shape))
+    spec = EnvSpec(
+        env_id=env_id,
+        backend="envpool",
+        domain="dmc_pixels",
+        obs_shape=(o.render_size, o.render_size, 3),
+        obs_dtype=np.dtype(np.uint8),
+        action_space=Box(dim, tuple(map(float, act.low.reshape(-1))), tuple(map(float, act.high.reshape(-1)))),
+        max_episode_steps=int(max_steps),
+        frame_stack=o.frame_stack,
+        options={
+            **dataclasses.asdict(o),
+            "camera_id": camera,
+            "physics_steps_per_control_step": int(pool.config["frame_skip"]),
+        },
+    )
+
+    def process_obs(obs):  # [N, 3, H, W] -> [N, H, W, 3]
+        return jnp.transpose(obs, (0, 2, 3, 1))
+
+    return _vec_env(spec, pool, num_envs, process_obs, jnp.float64, is_atari=False, action_repeat=o.action_repeat)

@@ -12,6 +12,7 @@ from ezv.envs.core import VecEnv
 BACKENDS = {
     "envpool-atari": "every Atari '*-v5' id, e.g. Breakout-v5, Pong-v5",
     "envpool-dmc": "DeepMind Control '*-v1' ids, e.g. CheetahRun-v1, WalkerWalk-v1",
+    "envpool-dmc-pixels": "DeepMind Control from pixels 'pixels/<DMC id>', e.g. pixels/CheetahRun-v1",
     "playground": "MuJoCo Playground DM Control Suite 'dmc/<Task>', e.g. dmc/CheetahRun, dmc/CartpoleBalance",
     "gymnax": "gymnax ids, e.g. CartPole-v1, Acrobot-v1, Pendulum-v1, Breakout-MinAtar, Catch-bsuite",
     "brax": "brax 'brax/<env>', e.g. brax/ant, brax/halfcheetah",
@@ -70,6 +71,12 @@ def _route(env_id: str) -> Route | None:
 
             return Route("playground", m.PlaygroundOptions, m.make_playground)
         return None
+    if env_id.startswith("pixels/"):
+        from ezv.envs import envpool_env as m
+
+        if env_id.removeprefix(m.PIXELS_PREFIX) in _envpool_ids(m.DMC_FAMILY):
+            return Route("envpool-dmc-pixels", m.DMCPixelOptions, m.make_dmc_pixels)
+        return None
     if env_id.startswith("brax/"):
         if env_id in _brax_ids():
             from ezv.envs import playground_env as m
@@ -95,6 +102,7 @@ def known_env_ids() -> list[str]:
 
     ids = set(_gymnax_ids()) | _playground_ids() | _brax_ids()
     ids |= _envpool_ids(m.ATARI_FAMILY) | _envpool_ids(m.DMC_FAMILY)
+    ids |= {m.PIXELS_PREFIX + i for i in _envpool_ids(m.DMC_FAMILY)}
     return sorted(ids)
 
 
@@ -107,13 +115,15 @@ def backend_of(env_id: str) -> str:
 
 
 def domain_of(env_id: str) -> str:
-    """The domain (`atari`, `dmc`, `classic`, `minatar`, `bsuite`, `misc`, `brax`) without building the env."""
+    """The domain (`atari`, `dmc`, `dmc_pixels`, `classic`, `minatar`, `bsuite`, `misc`, `brax`) without
+    building the env."""
     backend = backend_of(env_id)
     if backend == "gymnax":
         from ezv.envs.gymnax_env import gymnax_domain
 
         return gymnax_domain(env_id)
-    return {"envpool-atari": "atari", "envpool-dmc": "dmc", "playground": "dmc", "brax": "brax"}[backend]
+    return {"envpool-atari": "atari", "envpool-dmc": "dmc", "envpool-dmc-pixels": "dmc_pixels", "playground": "dmc",
+            "brax": "brax"}[backend]
 
 
 def has_continuous_actions(env_id: str) -> bool:
