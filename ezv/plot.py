@@ -160,7 +160,8 @@ def reference_score(env_id: str) -> tuple[float, str] | None:
     if task is not None and scores.is_pixel_id(env_id):
         row = scores.dmc_vision_table().get(task, {})
         if row.get("efficientzero_v2_vision_approx") is not None:
-            return row["efficientzero_v2_vision_approx"], "EZ-V2 from pixels (figure, approx.)"
+            end = int(row["x_end_env_steps"]) // 1000
+            return row["efficientzero_v2_vision_approx"], f"EZ-V2 from pixels (figure, approx.; {end}k on its axis)"
         return None
     if task is not None:
         row = scores.dmc_table()[task]

@@ -95,7 +95,7 @@ def dmc_task(env_id: str) -> str | None:
     """The DMC task of an env id (dmc/CheetahRun, CheetahRun-v1 or pixels/CheetahRun-v1 -> "cheetah-run"), or None."""
     base = env_id.split("/", 1)[-1].split("-v")[0]
     by_key = {_key(t): t for t in dmc_table()}
-    return by_key.get(_key(base))
+    return by_key.get(_key(base)) or by_key.get(_key(base.replace("BallInCup", "Cup")))  # envpool's name for cup-catch
 
 
 def human_normalized(game: str, score: float) -> float:

@@ -29,7 +29,6 @@ EXIT_INTERRUPTED = 130  # the shell's code for SIGINT
 def resolve_config(argv: Sequence[str]) -> Config:
     """Parse flags on top of the preset for the env (two passes: env id and preset first), or on
     top of a run directory's config with `--resume`."""
-    import tyro
 
     import ezv.envs as envs
 
@@ -45,7 +44,7 @@ def resolve_config(argv: Sequence[str]) -> Config:
                 raise ConfigError(f"--resume {known.resume!r} is a {was!r} run; {flag} {value} cannot change that. "
                                   "Start a new run without --resume instead.")
         default = dataclasses.replace(saved, resume=known.resume, run_dir=known.resume)
-        return tyro.cli(Config, default=default, args=list(argv), description=__doc__)
+        return _parse_flags(default, argv)
     env_id = known.env_id or Config.env_id
     preset_flag = known.preset or "auto"
     if preset_flag == "auto":
@@ -54,9 +53,18 @@ def resolve_config(argv: Sequence[str]) -> Config:
     # A file's values apply to --env-id when it is given, else to the env the file was written for.
     env_id = known.env_id or (base.env_id if preset_flag not in PRESET_NAMES else env_id)
     default = dataclasses.replace(base, env_id=env_id, run_dir=None, resume=None, resume_step=None)
-    cfg = tyro.cli(Config, default=default, args=list(argv), description=__doc__)
+    cfg = _parse_flags(default, argv)
     preset = preset_flag if preset_flag in PRESET_NAMES else base.preset
     return dataclasses.replace(cfg, preset=preset)
+
+
+def _parse_flags(default: Config, argv: Sequence[str]) -> Config:
+    """The flags on top of `default`. `--env-options` adds to the default's env options: tyro would turn a
+    non-empty default dict (`dmc_image_small`'s render_size) into fixed keys and refuse every other option."""
+    import tyro
+
+    cfg = tyro.cli(Config, default=dataclasses.replace(default, env_options={}), args=list(argv), description=__doc__)
+    return dataclasses.replace(cfg, env_options={**default.env_options, **cfg.env_options})
 
 
 # --- the run ----------------------------------------------------------------------------------

@@ -77,19 +77,27 @@ def test_the_camera_is_ezv2s_per_domain_and_can_be_chosen():
     assert not np.array_equal(first[0], first[1])  # dm_control's cartpole: a fixed and a lookat camera
 
 
-def test_bad_pixel_options_are_refused_before_rendering():
+def test_bad_pixel_options_are_refused_before_they_can_crash_the_process():
     with pytest.raises(envs.EnvOptionError, match="render_size"):
         envs.make("pixels/CheetahRun-v1", num_envs=1, render_size=4)
+    # envpool aborts the process at the first frame of a camera the task lacks: tried in a child first.
+    with pytest.raises(envs.EnvOptionError, match="camera_id=9: CartpoleBalance-v1 has no such camera"):
+        envs.make("pixels/CartpoleBalance-v1", num_envs=1, camera_id=9, **SMALL)
     with pytest.raises(envs.UnknownEnvError, match="pixels/CheetahRun-v1"):
         envs.make("pixels/CheetahRn-v1")
 
 
 def test_a_machine_without_opengl_gets_one_error_naming_what_to_install(monkeypatch, capsys):
-    monkeypatch.setattr(gl, "_probe", lambda: "ERROR: an OpenGL platform library has not been loaded")
+    monkeypatch.setattr(gl, "_probe", lambda task, camera: "ERROR: an OpenGL platform library has not been loaded")
     with pytest.raises(gl.RenderingUnavailable, match="apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri"):
         envs.make("pixels/CheetahRun-v1", num_envs=1)
     err = run_cli(["--env-id", "pixels/CheetahRun-v1", *TINY_FLAGS], capsys, code=2)
     assert err.startswith("error: DMC from pixels renders with MuJoCo") and "Traceback" not in err
+    # Any other failure of the trial frame is reported as it is, without blaming OpenGL.
+    monkeypatch.setattr(gl, "_probe", lambda task, camera: "ModuleNotFoundError: No module named 'ezv'")
+    with pytest.raises(gl.RenderingUnavailable, match="could not render a frame.*No module named") as info:
+        envs.make("pixels/CheetahRun-v1", num_envs=1)
+    assert "apt-get" not in str(info.value)
 
 
 # --- the model and the presets ----------------------------------------------------------------
@@ -129,6 +137,10 @@ def test_pixel_ids_choose_the_dmc_image_preset_and_both_pixel_presets_validate()
     small = resolve_config(["--env-id", "pixels/CartpoleBalance-v1", "--preset", "dmc_image_small"])
     assert small.env_options == {"render_size": 64} and small.network.channels == 32
     validate(small, spec)
+    # --env-options adds to the preset's options (and overrides the same key).
+    more = resolve_config(["--env-id", "pixels/CartpoleBalance-v1", "--preset", "dmc_image_small",
+                           "--env-options", "camera_id", "1", "render_size", "48"])
+    assert more.env_options == {"render_size": 48, "camera_id": 1}
 
 
 def test_the_conv_architecture_on_a_state_env_is_refused_before_compiling():
@@ -184,6 +196,10 @@ def test_pixel_runs_are_compared_with_ezv2s_pixel_scores_not_the_state_ones():
     table = scores.dmc_vision_table()
     assert len(table) == 20 and np.mean([r["efficientzero_v2_vision_approx"] for r in table.values()]) == \
         pytest.approx(726.3)  # the paper's mean over the 20 tasks is ~726
-    assert plot.reference_score("pixels/CheetahRun-v1") == (625.0, "EZ-V2 from pixels (figure, approx.)")
+    label = "EZ-V2 from pixels (figure, approx.; 200k on its axis)"
+    assert plot.reference_score("pixels/CheetahRun-v1") == (625.0, label)
     assert plot.reference_score("CheetahRun-v1")[0] != 625.0
+    envpool_ids = [i for i in envs.known_env_ids() if i.startswith("pixels/")]
+    assert {scores.dmc_task(i) for i in envpool_ids} >= set(table)  # every pixel task has its id (cup-catch too)
+    assert plot.reference_score("pixels/BallInCupCatch-v1")[0] == table["cup-catch"]["efficientzero_v2_vision_approx"]
     assert scores.published_curve("pixels/CheetahRun-v1") == {} and scores.published_curve("CheetahRun-v1")

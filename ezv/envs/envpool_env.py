@@ -94,9 +94,9 @@ class DMCOptions:
 
 @dataclasses.dataclass(frozen=True)
 class DMCPixelOptions(DMCOptions):
-    """EZ-V2's `dmc_image` protocol (family reference C.1): render_size x render_size RGB frames
-    rendered after each agent step, stacked by the agent (`frame_stack`); camera_id None picks
-    EZ-V2's camera, 2 for quadruped (DrQ-v2's choice) and 0 for every other domain."""
+    """EZ-V2's `dmc_image` protocol: render_size x render_size RGB frames, the agent seeing the one
+    rendered after the last control step of each agent step, stacked by the agent (`frame_stack`);
+    camera_id None picks EZ-V2's camera, 2 for quadruped (DrQ-v2's choice) and 0 for every other domain."""
 
     render_size: int = 96
     camera_id: int | None = None
@@ -300,6 +300,11 @@ def make_atari(env_id: str, num_envs: int, seed: int, options: AtariOptions) -> 
     return _vec_env(spec, pool, num_envs, process_obs, jnp.int32, is_atari=True)
 
 
+def _action_box(pool) -> Box:
+    act = pool.action_space
+    return Box(int(np.prod(act.shape)), tuple(map(float, act.low.reshape(-1))), tuple(map(float, act.high.reshape(-1))))
+
+
 def make_dmc(env_id: str, num_envs: int, seed: int, options: DMCOptions) -> VecEnv:
     if options.action_repeat < 1:
         raise ValueError(f"option action_repeat must be >= 1, got {options.action_repeat}.")
@@ -317,15 +322,13 @@ def make_dmc(env_id: str, num_envs: int, seed: int, options: DMCOptions) -> VecE
     obs_space = pool.observation_space
     keys = sorted(obs_space.spaces.keys())
     sizes = [int(np.prod(obs_space[k].shape)) for k in keys]
-    act = pool.action_space
-    dim = int(np.prod(act.shape))
     spec = EnvSpec(
         env_id=env_id,
         backend="envpool",
         domain="dmc",
         obs_shape=(sum(sizes),),
         obs_dtype=np.dtype(np.float32),
-        action_space=Box(dim, tuple(map(float, act.low.reshape(-1))), tuple(map(float, act.high.reshape(-1)))),
+        action_space=_action_box(pool),
         max_episode_steps=int(max_steps),
         options={
             **dataclasses.asdict(options),
@@ -358,10 +361,11 @@ def make_dmc_pixels(env_id: str, num_envs: int, seed: int, options: DMCPixelOpti
     camera = default_camera(env_id) if o.camera_id is None else o.camera_id
     if camera < -1:
         raise ValueError(f"option camera_id must be -1 (MuJoCo's free camera) or a camera index, got {camera}.")
-    ensure_rendering()  # before envpool's reset can abort the process
+    task = env_id.removeprefix(PIXELS_PREFIX)
+    ensure_rendering(task, camera)  # before envpool's reset could abort the process
     max_steps = o.max_episode_steps or 1000 // o.action_repeat
     pool = _make_pool(
-        env_id.removeprefix(PIXELS_PREFIX),
+        task,
         num_envs,
         seed,
         o.num_threads,
@@ -371,15 +375,13 @@ def make_dmc_pixels(env_id: str, num_envs: int, seed: int, options: DMCPixelOpti
         render_height=o.render_size,
         render_camera_id=camera,
     )
-    act = pool.action_space
-    dim = int(np.prod(act.shape))
     spec = EnvSpec(
         env_id=env_id,
         backend="envpool",
         domain="dmc_pixels",
         obs_shape=(o.render_size, o.render_size, 3),
         obs_dtype=np.dtype(np.uint8),
-        action_space=Box(dim, tuple(map(float, act.low.reshape(-1))), tuple(map(float, act.high.reshape(-1)))),
+        action_space=_action_box(pool),
         max_episode_steps=int(max_steps),
         frame_stack=o.frame_stack,
         options={
