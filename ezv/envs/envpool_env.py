@@ -305,19 +305,19 @@ def _action_box(pool) -> Box:
     return Box(int(np.prod(act.shape)), tuple(map(float, act.low.reshape(-1))), tuple(map(float, act.high.reshape(-1))))
 
 
+def _dmc_pool(task: str, num_envs: int, seed: int, options: DMCOptions, **pixels):
+    """The pool and its episode length in agent steps. envpool's frame_skip stays at its per-task default
+    (physics steps per control step): one envpool step is one control step, and its limit counts those."""
+    max_steps = options.max_episode_steps or 1000 // options.action_repeat
+    pool = _make_pool(task, num_envs, seed, options.num_threads,
+                      max_episode_steps=max_steps * options.action_repeat, **pixels)
+    return pool, max_steps
+
+
 def make_dmc(env_id: str, num_envs: int, seed: int, options: DMCOptions) -> VecEnv:
     if options.action_repeat < 1:
         raise ValueError(f"option action_repeat must be >= 1, got {options.action_repeat}.")
-    max_steps = options.max_episode_steps or 1000 // options.action_repeat
-    pool = _make_pool(
-        env_id,
-        num_envs,
-        seed,
-        options.num_threads,
-        # envpool's frame_skip stays at its per-task default (physics steps per control step);
-        # one envpool step is one control step, and envpool's limit counts control steps.
-        max_episode_steps=max_steps * options.action_repeat,
-    )
+    pool, max_steps = _dmc_pool(env_id, num_envs, seed, options)
     # Observation dict -> one float32 vector, keys in sorted order, each entry flattened.
     obs_space = pool.observation_space
     keys = sorted(obs_space.spaces.keys())
@@ -363,18 +363,8 @@ def make_dmc_pixels(env_id: str, num_envs: int, seed: int, options: DMCPixelOpti
         raise ValueError(f"option camera_id must be -1 (MuJoCo's free camera) or a camera index, got {camera}.")
     task = env_id.removeprefix(PIXELS_PREFIX)
     ensure_rendering(task, camera)  # before envpool's reset could abort the process
-    max_steps = o.max_episode_steps or 1000 // o.action_repeat
-    pool = _make_pool(
-        task,
-        num_envs,
-        seed,
-        o.num_threads,
-        max_episode_steps=max_steps * o.action_repeat,
-        from_pixels=True,
-        render_width=o.render_size,
-        render_height=o.render_size,
-        render_camera_id=camera,
-    )
+    pool, max_steps = _dmc_pool(task, num_envs, seed, o, from_pixels=True, render_width=o.render_size,
+                                render_height=o.render_size, render_camera_id=camera)
     spec = EnvSpec(
         env_id=env_id,
         backend="envpool",
