@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from ezv import scores
+from ezv.envs.envpool_env import default_camera
 from ezv.envs.gl import RenderingUnavailable, ensure_rendering
 from ezv.render import VideoError, frame_of, pixel_twin_id
 
@@ -77,8 +78,8 @@ def check_video(spec: Any, path: str) -> None:
         raise VideoError(f"--video {path!r}: use a .mp4 or .gif file name.")
     if pixel_twin_id(spec) is None:
         frame_of(spec, np.zeros(spec.obs_shape, spec.obs_dtype))
-    else:
-        ensure_rendering()
+    else:  # the twin's own task and camera: the probe is then cached for `record_video`'s twin
+        ensure_rendering(spec.env_id, default_camera(spec.env_id))
 
 
 def record_video(cfg: Any, spec: Any, variables: dict[str, Any], path: str, seed: int, fps: int = 30) -> int:

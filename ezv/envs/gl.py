@@ -67,7 +67,7 @@ def _probe(task: str, camera: int) -> str | None:
     return lines[-1] if lines else f"exit status {done.returncode}"
 
 
-def ensure_rendering(task: str = "CartpoleBalance-v1", camera: int = 0) -> None:
+def ensure_rendering(task: str, camera: int) -> None:
     """Make envpool's pixel `task` render from `camera` in this process. Raises RenderingUnavailable (saying
     what to install when OpenGL is what failed) or ValueError for a camera the task does not have."""
     failure = _probe(task, camera)
