@@ -21,16 +21,16 @@ PRESET_ENVS = {
 
 
 def build_agent(preset: str, env_id: str | None = None, flags: list[str] = ()):
-    """An `Agent` of the preset on its env (or `env_id`), with `ezv.train` flags on top."""
+    """An `CompiledAgent` of the preset on its env (or `env_id`), with `ezv.train` flags on top."""
     import ezv.envs as envs
-    from ezv.agent import Agent
+    from ezv.agent import CompiledAgent
     from ezv.train import resolve_config
 
     env_id = env_id or PRESET_ENVS[preset]
     from ezv.program import with_delay
 
     cfg = resolve_config(["--env-id", env_id, "--preset", preset, *flags])
-    return Agent(cfg, with_delay(cfg, envs.make(env_id, cfg.num_envs, cfg.seed, **cfg.env_options), cfg.delay))
+    return CompiledAgent(cfg, with_delay(cfg, envs.make(env_id, cfg.num_envs, cfg.seed, **cfg.env_options), cfg.delay))
 
 
 def machine() -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from ezv.agent import Agent
+from ezv.agent import CompiledAgent
 from ezv.model import EZModel
 
 
@@ -40,7 +40,7 @@ def model_flops(model: EZModel, variables: Any, batch: int) -> dict[str, float]:
     }
 
 
-def loop_flops(agent: Agent, state: Any) -> dict[str, float]:
+def loop_flops(agent: CompiledAgent, state: Any) -> dict[str, float]:
     """FLOPs of one acting iteration and of one learner update (reanalysis + gradient step).
 
     `state` must hold enough replay rows to sample a batch (the loop benchmark's state).
@@ -69,7 +69,7 @@ def loop_flops(agent: Agent, state: Any) -> dict[str, float]:
     )
 
 
-def filled_state(agent: Agent, key: jax.Array):
+def filled_state(agent: CompiledAgent, key: jax.Array):
     """A fresh state whose replay holds enough rows (acting only, no learning) to sample a batch."""
     state = agent.init(key)
     rows = 2 * agent.learner.window + 2

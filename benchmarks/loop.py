@@ -20,7 +20,7 @@ import jax
 
 from benchmarks.common import machine, print_table, save_json, time_compiled
 from benchmarks.flops import loop_flops
-from ezv.agent import Agent
+from ezv.agent import CompiledAgent
 from ezv.program import Program
 from ezv.train import resolve_config
 
@@ -113,7 +113,7 @@ def memory_gib(state) -> dict[str, float]:
     return out
 
 
-def sample_group(agent: Agent, replay, key):
+def sample_group(agent: CompiledAgent, replay, key):
     """The `updates_per_iteration` batches of a learning iteration, sampled as `Learner.learn_group`
     samples them: (indices, importance weights, windows [count, B, ...], windows flattened [count*B, ...])."""
     count = agent.cfg.updates_per_iteration
@@ -121,7 +121,7 @@ def sample_group(agent: Agent, replay, key):
     return idx, weights, w, jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), w)
 
 
-def stage_times(agent: Agent, state, profile_dir: str | None = None) -> dict[str, float]:
+def stage_times(agent: CompiledAgent, state, profile_dir: str | None = None) -> dict[str, float]:
     """Milliseconds of each stage of an iteration, per call (acting) or per update (the rest), each
     its own jitted function on `state` (no donation). The learner stages run as the loop runs them:
     the `updates_per_iteration` batches of an iteration are sampled, reanalysed (target-network

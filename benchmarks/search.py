@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from benchmarks.common import PRESET_ENVS, build_agent, print_table, save_json, time_compiled
 from benchmarks.flops import model_flops
-from ezv.agent import Agent
+from ezv.agent import CompiledAgent
 from ezv.model import EZModel
 
 
@@ -33,7 +33,7 @@ def search_fn(model: EZModel):
     return jax.jit(run)
 
 
-def measure(agent: Agent, batch: int, repeats: int = 3) -> dict:
+def measure(agent: CompiledAgent, batch: int, repeats: int = 3) -> dict:
     params_key, obs_key, key = jax.random.split(jax.random.PRNGKey(0), 3)
     model = agent.model
     shape = (batch,) + model.stacked_obs_shape
@@ -62,7 +62,7 @@ def measure(agent: Agent, batch: int, repeats: int = 3) -> dict:
     )
 
 
-def default_batches(agent: Agent, quick: bool) -> list[int]:
+def default_batches(agent: CompiledAgent, quick: bool) -> list[int]:
     L = agent.cfg.learner
     reanalysis = L.batch_size * (L.unroll_steps + 1)
     if quick and jax.default_backend() == "cpu":  # the Atari network takes ~1 s per acting search here

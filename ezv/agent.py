@@ -1,6 +1,6 @@
 """One seed's agent as pure functions of its `TrainState`: act, store, learn, evaluate.
 
-    agent = Agent(cfg, env, eval_env)
+    agent = CompiledAgent(cfg, env, eval_env)
     state = agent.init(key)
     state, metrics = agent.chunk(state, start)        # scan of `iteration` (compiled by `Program`)
     result = agent.evaluate_episodes(params, batch_stats, key)  # one greedy episode per eval env
@@ -34,7 +34,7 @@ Metrics = dict[str, jax.Array]
 
 class Phases(Protocol):
     """The phases of a training iteration over some state layout: one seed's `TrainState`
-    (`Agent`), or several seeds sharing one envpool pool (`ezv.program.SharedPool`)."""
+    (`CompiledAgent`), or several seeds sharing one envpool pool (`ezv.program.SharedPool`)."""
 
     cfg: Config
 
@@ -76,7 +76,7 @@ def maybe_learn(cfg: Config, state: Any, index: jax.Array, learn: Callable) -> t
     return state, {**metrics, "learning": learning}
 
 
-class Agent:
+class CompiledAgent:
     """Static parts of one seed's run (config, model, learner, env functions) and its pure functions."""
 
     def __init__(
@@ -277,7 +277,7 @@ class Agent:
         `env`: the same episodes at another execution delay), planning through delays as the run acts."""
         env = self.eval_env if env is None else env
         if env is None:
-            raise ValueError("this Agent was built without an evaluation env")
+            raise ValueError("this CompiledAgent was built without an evaluation env")
         return greedy_episodes(self.model, env, params, batch_stats, key, max_steps, forward=self.cfg.forward,
                                planned_queue=self.cfg.plans_queue)
 

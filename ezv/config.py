@@ -580,12 +580,57 @@ DOMAIN_PRESETS = {"atari": "atari", "classic": "classic", "minatar": "minatar", 
                   "dmc": "dmc_state", "dmc_pixels": "dmc_image", "brax": "control"}
 
 
-def preset_name_for(domain: str, continuous: bool = False) -> str:
-    """The preset `--preset auto` picks: by domain, and `control` for a continuous classic task."""
+def preset_name_for(domain: str, continuous: bool = False, image: bool = False) -> str:
+    """The preset `--preset auto` picks: by domain, and `control` for a continuous classic task. A user's own env
+    (domain `custom`) gets one by its spec: images `atari` (discrete) or `dmc_image`, vectors `classic` or `control`."""
+    if domain == "custom":
+        return ("dmc_image" if continuous else "atari") if image else ("control" if continuous else "classic")
     if domain not in DOMAIN_PRESETS:
         raise ValueError(f"no preset for the {domain!r} domain (presets: {', '.join(PRESET_NAMES)}).")
     name = DOMAIN_PRESETS[domain]
     return "control" if continuous and name == "classic" else name
+
+
+def auto_preset_name(env_id: str, env_options: dict[str, Any] | None = None) -> str:
+    """The preset `--preset auto` picks for `env_id` (a user's env is built once to read its spec)."""
+    import ezv.envs as envs
+
+    domain = envs.domain_of(env_id)
+    if domain == "custom":
+        spec = envs.spec_of(env_id, **(env_options or {}))
+        return preset_name_for(domain, not spec.discrete, spec.is_image)
+    return preset_name_for(domain, envs.has_continuous_actions(env_id))
+
+
+def make_config(env_id: str | None = None, preset: str = "auto", **overrides: Any) -> Config:
+    """The config `python -m ezv.train --env-id ENV --preset P [flags]` would run, from Python: the preset for
+    the env (or a preset file), with `overrides` on top. Nested fields are reached with `__`
+    (`learner__batch_size=64`) or a mapping (`learner={"batch_size": 64}`); `env_options` add to the preset's.
+    Unknown fields and values of the wrong type raise a ConfigError naming them (with the closest field)."""
+    nested: dict[str, Any] = {}
+    for key, value in overrides.items():
+        *groups, name = key.split("__")
+        where = nested
+        for group in groups:
+            where = where.setdefault(group, {})
+            if not isinstance(where, dict):
+                raise ConfigError(f"{key}: {group} is given both as a value and as a group of fields.")
+        if isinstance(where.get(name), dict) and isinstance(value, dict):
+            where[name] = {**where[name], **value}
+        else:
+            where[name] = value
+    options = nested.pop("env_options", {}) or {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"env_options must be a mapping of option names to values (got {options!r}).")
+    if preset == "auto":
+        preset = auto_preset_name(env_id or Config.env_id, options)
+    base = load_preset(preset)  # a name, or a preset file / run's config.yaml (read strictly)
+    # A file's values apply to `env_id` when it is given, else to the env the file was written for.
+    env_id = env_id or (base.env_id if preset not in PRESET_NAMES else Config.env_id)
+    default = dataclasses.replace(base, env_id=env_id, run_dir=None, resume=None, resume_step=None,
+                                  env_options={**base.env_options, **options})
+    cfg = from_plain(nested, default, strict=True)
+    return dataclasses.replace(cfg, preset=preset if preset in PRESET_NAMES else base.preset)
 
 
 def validate(cfg: Config, spec: Any, local_devices: int | None = None) -> None:
@@ -758,9 +803,10 @@ def _layout_errors(cfg: Config, backend: str, local_devices: int | None) -> list
         if cfg.devices > available:
             errors.append(f"--devices {cfg.devices} but this machine has {available} local "
                           f"{jax.default_backend()} device(s); use --devices {available} or fewer.")
-        if backend.startswith("envpool"):
-            errors.append("--devices > 1 needs a pure-JAX env (gymnax, dmc/..., brax/...): envpool's envs live in one "
-                          "host process and cannot be split across devices. Use --devices 1.")
+        if backend in ("envpool", "gymnasium"):
+            errors.append(f"--devices > 1 needs a pure-JAX env (gymnax, dmc/..., brax/..., your own JAX env): "
+                          f"{backend}'s envs live in one host process and cannot be split across devices. Use "
+                          "--devices 1.")
         if cfg.num_envs % cfg.devices:
             errors.append(f"--num-envs ({cfg.num_envs}) must be divisible by --devices ({cfg.devices}).")
         if cfg.learner.batch_size % cfg.devices:

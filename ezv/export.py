@@ -1,7 +1,8 @@
 """`python -m ezv.export RUN_DIR [--checkpoint STEP] [--out DIR]`: one self-contained agent file per seed.
 
 Each file is named `{env}-s{seed}-e{env_steps}-t{train_steps}.ezv` and holds the networks of the
-run's newest (or the given) checkpoint with the config and env spec needed to rebuild them;
+run's newest (or the given) checkpoint with the config and env spec needed to rebuild them; a model
+card (`.md`, `ezv.card`) beside it says how it was trained and scored and how to run it;
 `ezv.load_agent(path)` loads it and `python -m ezv.evaluate FILE` evaluates it.
 """
 
@@ -45,16 +46,27 @@ def load_checkpoint_agents(path: str) -> tuple[Any, Any, list[dict[str, Any]], d
 
 
 def export_run(path: str, out_dir: str | None = None) -> list[str]:
-    """Write one agent file per seed of the run (or checkpoint folder) at `path`; returns the paths."""
+    """Write one agent file per seed of the run (or checkpoint folder) at `path`, each with its model card
+    (`ezv.card`); returns the agent files' paths."""
     cfg, spec, variables, meta, seeds = load_checkpoint_agents(path)
-    out_dir = out_dir or meta["run_dir"]
+    infos = [{"seed": seed, "env_steps": meta["env_steps"], "train_steps": meta["updates"],
+              "checkpoint": meta["checkpoint"], "progress": meta["checkpoint"], "run_dir": meta["run_dir"],
+              "offline_done": meta.get("offline_updates_done", 0)} for seed in seeds]
+    return write_agents(cfg, spec, variables, infos, out_dir or meta["run_dir"])
+
+
+def write_agents(cfg: Any, spec: Any, variables: list[dict[str, Any]], infos: list[dict[str, Any]],
+                 out_dir: str) -> list[str]:
+    """One agent file (`{env}-s{seed}-e{env_steps}-t{train_steps}.ezv`) and its model card per seed."""
+    from ezv.card import write_card
+
     os.makedirs(out_dir, exist_ok=True)
     written = []
-    for seed, v in zip(seeds, variables):
-        name = export_name(cfg.env_id, seed, meta["env_steps"], meta["updates"])
-        info = {"seed": seed, "env_steps": meta["env_steps"], "train_steps": meta["updates"],
-                "checkpoint": meta["checkpoint"], "run_dir": meta["run_dir"]}
-        written.append(write_agent(os.path.join(out_dir, name), cfg, spec, v, info))
+    for v, info in zip(variables, infos):
+        name = export_name(cfg.env_id, info["seed"], info["env_steps"], info["train_steps"])
+        path = write_agent(os.path.join(out_dir, name), cfg, spec, v, info)
+        write_card(path, cfg, spec, info)
+        written.append(path)
     return written
 
 

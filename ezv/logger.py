@@ -15,8 +15,8 @@ from ezv.files import write_atomic
 
 
 def file_safe(env_id: str) -> str:
-    """An env id as part of a file name (`dmc/CheetahRun` -> `dmc_CheetahRun`)."""
-    return env_id.replace("/", "_")
+    """An env id as part of a file name (`dmc/CheetahRun` -> `dmc_CheetahRun`, `pkg.envs:make` -> `pkg.envs_make`)."""
+    return env_id.replace("/", "_").replace(":", "_")
 
 
 def default_run_dir(env_id: str, seed: int) -> str:

@@ -1,8 +1,8 @@
-"""The compiled program of a run: one seed's `Agent` laid out over seeds (vmapped), an envpool pool
+"""The compiled program of a run: one seed's `CompiledAgent` laid out over seeds (vmapped), an envpool pool
 shared by the seeds, and local devices (data parallel). It is the one place that calls `jax.jit`
 for training; the iteration itself is written once, in `ezv.agent`.
 
-    program = Program(cfg)                         # envs, validation, the Agent, the compiled functions
+    program = Program(cfg)                         # envs, validation, the CompiledAgent, the compiled functions
     state = program.init()                         # seeds cfg.seed, ..., cfg.seed + num_seeds - 1
     state, metrics = program.chunk(state)          # one compiled chunk (log_interval env steps)
     program.seed_metrics(metrics)                  # per seed: {name: [iterations] array}
@@ -31,7 +31,7 @@ from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ezv import agent as agent_lib
-from ezv.agent import Agent
+from ezv.agent import CompiledAgent
 from ezv.config import Config, validate
 from ezv.envs.delay import delayed
 from ezv.state import TrainState
@@ -57,7 +57,7 @@ class SharedPool:
     """The iteration's phases (`ezv.agent.Phases`) for N seeds whose envs are one envpool pool:
     each seed's search, replay writes and learner are vmapped; the pool steps every seed's envs at once."""
 
-    def __init__(self, agent: Agent, env: Any, num_seeds: int):
+    def __init__(self, agent: CompiledAgent, env: Any, num_seeds: int):
         self.cfg, self.agent, self.env, self.num_seeds = agent.cfg, agent, env, num_seeds
 
     def decide(self, state: SharedEnvState):
@@ -97,10 +97,9 @@ class Program:
     def __init__(self, cfg: Config, env_seed_offset: int = 0):
         import ezv.envs as envs
 
-        backend = envs.backend_of(cfg.env_id)
         self.cfg = cfg
         self.num_seeds, self.num_devices = cfg.num_seeds, cfg.devices
-        self.shared_env = backend.startswith("envpool") and cfg.num_seeds > 1
+        self.shared_env = cfg.num_seeds > 1 and envs.runs_on_host(cfg.env_id, **cfg.env_options)
         # The envs are built before `validate` (it needs their spec), with counts that stay valid
         # whatever the flags say: a bad setting is reported below, before anything compiles.
         env_count = cfg.num_seeds * cfg.num_envs if self.shared_env else cfg.num_envs // max(cfg.devices, 1)
@@ -114,7 +113,7 @@ class Program:
         # own envs (an envpool pool ignores the reset key, so a shared one would play other episodes).
         self.delay_eval_envs = {d: with_delay(cfg, make_eval_env(), d) for d in cfg.eval_delays}
         self.pure = self.env.pure
-        self.agent = Agent(
+        self.agent = CompiledAgent(
             cfg, self.env, self.eval_env,
             envs_per_state=cfg.num_envs // cfg.devices,
             num_devices=cfg.devices,

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from ezv import __version__, checkpoint as ckpt, logger
+from ezv.best import BestKeeper
 from ezv.config import Config, ConfigError, config_from_plain, resume_differences, to_plain, write_run_config
 from ezv.envs.core import spec_to_dict
 from ezv.metrics import Diverged, check_finite, eval_row, mean_present, summarize_chunk
@@ -59,7 +60,9 @@ class Run:
         self.progress.print(f"ezv {cfg.env_id} ({cfg.preset} preset, {cfg.num_seeds} seed(s), {cfg.devices} "
                             f"device(s)), run dir {self.run_dir}")
         self.checkpointer = ckpt.Checkpointer(self.run_dir, cfg.keep_checkpoints)
+        self.best = BestKeeper(self.run_dir, cfg, self.spec, resumed_at=self.step if self.resuming else None)
         self.last_saved = self.step if self.resuming else None
+        self.pause_at: int | None = None
         self.last_eval: float | None = None
         self.seeds = [cfg.seed + i for i in range(cfg.num_seeds)]
 
@@ -122,10 +125,17 @@ class Run:
 
     # --- the loops ---------------------------------------------------------------------------
 
-    def execute(self) -> str:
-        """Collect, then the offline updates; returns the run directory."""
+    def execute(self, pause_at: int | None = None) -> str:
+        """Collect, then the offline updates; returns the run directory. `pause_at` (a multiple of
+        `log_interval` below `total_env_steps`): stop collecting there and checkpoint, so that resuming
+        continues exactly as if the run had not stopped (the schedules follow `total_env_steps`)."""
+        self.pause_at = pause_at if pause_at is not None and pause_at < self.cfg.total_env_steps else None
         try:
             self.collect()
+            if self.pause_at is not None:
+                self.progress.print(f"paused at {self.env_steps} env steps (checkpoint {self.last_saved}); "
+                                    f"the run's budget is {self.cfg.total_env_steps}")
+                return self.run_dir
             self.offline()
         except Diverged as e:
             last = os.path.join(ckpt.checkpoint_dir(self.run_dir), str(self.last_saved))
@@ -147,14 +157,15 @@ class Run:
     def collect(self) -> None:
         """Chunks of acting and learning until `total_env_steps`; a row per seed per chunk."""
         cfg, program = self.cfg, self.program
-        if self.env_steps < cfg.total_env_steps:
+        target = cfg.total_env_steps if self.pause_at is None else self.pause_at
+        if self.env_steps < target:
             compile_start = time.perf_counter()
             program.compile(self.state)
             self.progress.print(f"compiled the training chunk in {time.perf_counter() - compile_start:.1f}s")
         self.previous_time = time.perf_counter()
         updates = program.updates(self.state)
         every = cfg.checkpoint_every
-        while self.env_steps < cfg.total_env_steps:
+        while self.env_steps < target:
             updates_before = updates
             self.state, metrics = program.chunk(self.state)
             per_seed = program.seed_metrics(metrics)
@@ -168,9 +179,10 @@ class Run:
             rows = [{"seed": s, "env_steps": self.env_steps, "updates": updates, **summarize_chunk(m), **rates}
                     for s, m in zip(self.seeds, per_seed)]
             done = self.env_steps >= cfg.total_env_steps
+            paused = not done and self.env_steps >= target
             self.log_chunk(rows, self.env_steps % cfg.eval_interval == 0 or done, rates["env_steps_per_s"],
                            rates["updates_per_s"],
-                           self.env_steps if (every and self.env_steps % every == 0) or done else None,
+                           self.env_steps if (every and self.env_steps % every == 0) or done or paused else None,
                            final=done and self.offline_done >= cfg.offline_updates)
             self.previous_time = time.perf_counter()
 
@@ -220,12 +232,18 @@ class Run:
         """One evaluation per seed, added to that seed's row; periodic ones stop episodes at
         `eval_max_episode_steps`, the run's final one plays them to the env's cap."""
         max_steps = None if final else self.cfg.eval_max_episode_steps
-        for row, result in zip(rows, self.program.evaluate_seeds(self.state, self.env_steps, max_steps)):
+        for i, (row, result) in enumerate(zip(rows, self.program.evaluate_seeds(self.state, self.env_steps,
+                                                                                 max_steps))):
             row.update(eval_row(result))
+            self.best.offer(row["seed"], row, logger.row_progress(row), lambda i=i: self._seed_model(i))
         for delay in self.program.delay_eval_envs:
             for row, result in zip(rows, self.program.evaluate_seeds(self.state, self.env_steps, max_steps, delay)):
                 row.update(eval_row(result, prefix=f"eval_delay{delay}_"))
         self.last_eval = mean_present([r.get("eval_return_mean") for r in rows])
+
+    def _seed_model(self, seed_index: int) -> dict[str, Any]:
+        params, batch_stats = self.program.seed_variables(self.state, seed_index)
+        return jax.device_get({"params": params, "batch_stats": batch_stats})
 
     def save(self, progress_step: int) -> None:
         program = self.program

@@ -15,7 +15,7 @@ import dataclasses
 import sys
 from typing import Sequence
 
-from ezv.config import PRESET_NAMES, Config, ConfigError, load_preset, load_run_config, preset_name_for
+from ezv.config import PRESET_NAMES, Config, ConfigError, auto_preset_name, load_preset, load_run_config
 from ezv.metrics import Diverged
 
 EXIT_BAD_INPUT = 2
@@ -29,9 +29,6 @@ EXIT_INTERRUPTED = 130  # the shell's code for SIGINT
 def resolve_config(argv: Sequence[str]) -> Config:
     """Parse flags on top of the preset for the env (two passes: env id and preset first), or on
     top of a run directory's config with `--resume`."""
-
-    import ezv.envs as envs
-
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--env-id", "--env_id", default=None)
     pre.add_argument("--preset", default=None)
@@ -48,7 +45,7 @@ def resolve_config(argv: Sequence[str]) -> Config:
     env_id = known.env_id or Config.env_id
     preset_flag = known.preset or "auto"
     if preset_flag == "auto":
-        preset_flag = preset_name_for(envs.domain_of(env_id), envs.has_continuous_actions(env_id))
+        preset_flag = auto_preset_name(env_id)
     base = load_preset(preset_flag)  # a name, or a preset file / run's config.yaml (read strictly)
     # A file's values apply to --env-id when it is given, else to the env the file was written for.
     env_id = known.env_id or (base.env_id if preset_flag not in PRESET_NAMES else env_id)
@@ -88,8 +85,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         cfg = resolve_config(argv)
         train(cfg)
-    except (ConfigError, CheckpointError, envs.UnknownEnvError, envs.EnvOptionError, RenderingUnavailable,
-            FileExistsError) as e:
+    except (ConfigError, CheckpointError, envs.UnknownEnvError, envs.EnvOptionError, envs.EnvContractError,
+            RenderingUnavailable, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     except Diverged as e:

@@ -1,4 +1,4 @@
-"""Compiled entry points of one `Agent` for tests (production compiles through `ezv.program.Program`)."""
+"""Compiled entry points of one `CompiledAgent` for tests (production compiles through `ezv.program.Program`)."""
 
 import functools
 

@@ -11,7 +11,7 @@ from agent_helpers import evaluate_episodes, learn_once, train_chunk
 from tiny import tiny_config
 
 import ezv.envs as envs
-from ezv.agent import Agent
+from ezv.agent import CompiledAgent
 from ezv.config import LearnerConfig, NetworkConfig, ReplayConfig
 from ezv.frames import stacked_obs
 
@@ -20,7 +20,7 @@ def cartpole_agent():
     cfg = tiny_config("classic")
     env = envs.make("CartPole-v1", cfg.num_envs, seed=0)
     eval_env = envs.make("CartPole-v1", cfg.eval_episodes, seed=1, evaluation=True)
-    return Agent(cfg, env, eval_env)
+    return CompiledAgent(cfg, env, eval_env)
 
 
 def test_same_seed_and_config_give_identical_metrics(cartpole_agent):
@@ -48,7 +48,7 @@ def test_one_learner_step_on_a_fixed_batch_lowers_the_loss_and_gradients_are_fin
     cfg = dataclasses.replace(base, replay=ReplayConfig(capacity=800, alpha=0.0),
                               learner=dataclasses.replace(base.learner, warmup_fraction=0.0))
     env = envs.make("CartPole-v1", cfg.num_envs, seed=0)
-    agent = Agent(cfg, env)
+    agent = CompiledAgent(cfg, env)
     state = agent.init(jax.random.PRNGKey(0))
     act = jax.jit(lambda s: jax.lax.scan(lambda s, _: agent.act(s), s, None, length=60)[0])
     state = act(state)
@@ -99,7 +99,7 @@ def test_the_atari_image_pipeline_runs_end_to_end(compute_dtype):
         replay=ReplayConfig(capacity=256), learner=dataclasses.replace(LearnerConfig(), batch_size=4),
     )
     env = envs.make("Breakout-v5", cfg.num_envs, seed=0)
-    agent = Agent(cfg, env)
+    agent = CompiledAgent(cfg, env)
     state = agent.init(jax.random.PRNGKey(0))
     assert state.replay.obs.shape == (128, 2, 96, 96, 3) and state.replay.obs.dtype == jnp.uint8
     assert state.frames.shape == (2, 4, 96, 96, 3)
@@ -121,7 +121,7 @@ def test_the_tree_q_normalisation_trains_through_the_compiled_loop():
     # The agent's search carries each node's path returns in its embedding for this rule.
     base = tiny_config("classic")
     cfg = tiny_config("classic", search=dataclasses.replace(base.search, q_normalisation="tree"))
-    agent = Agent(cfg, envs.make("CartPole-v1", cfg.num_envs, seed=0))
+    agent = CompiledAgent(cfg, envs.make("CartPole-v1", cfg.num_envs, seed=0))
     assert agent.model.fns.path_depth == agent.model.num_simulations
     state = agent.init(jax.random.PRNGKey(0))
     for _ in range(3):

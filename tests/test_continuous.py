@@ -13,7 +13,7 @@ from tiny import tiny_config
 
 import ezv.envs as envs
 from ezv import gaussian
-from ezv.agent import Agent
+from ezv.agent import CompiledAgent
 from ezv.config import ReplayConfig
 
 
@@ -22,7 +22,7 @@ def pendulum_agent():
     cfg = tiny_config("control", env_id="Pendulum-v1")
     env = envs.make("Pendulum-v1", cfg.num_envs, seed=0, max_episode_steps=50)
     eval_env = envs.make("Pendulum-v1", cfg.eval_episodes, seed=1, evaluation=True, max_episode_steps=50)
-    return Agent(cfg, env, eval_env)
+    return CompiledAgent(cfg, env, eval_env)
 
 
 def test_the_loop_stores_policy_space_actions_and_learns_on_pendulum(pendulum_agent):
@@ -70,7 +70,7 @@ def test_one_continuous_learner_step_on_a_fixed_batch_lowers_the_loss(policy_los
         learner=dataclasses.replace(base.learner, warmup_fraction=0.0, continuous_policy_loss=policy_loss),
     )
     env = envs.make("Pendulum-v1", cfg.num_envs, seed=0, max_episode_steps=50)
-    agent = Agent(cfg, env)
+    agent = CompiledAgent(cfg, env)
     assert agent.model.policy_loss_kind == policy_loss
     state = agent.init(jax.random.PRNGKey(0))
     state = jax.jit(lambda s: jax.lax.scan(lambda s, _: agent.act(s), s, None, length=60)[0])(state)

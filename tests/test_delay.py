@@ -211,11 +211,11 @@ def test_delay_settings_are_validated_before_compiling():
 
 
 def test_a_forward_agent_stores_executed_actions_and_an_oblivious_one_its_decisions():
-    from ezv.agent import Agent
+    from ezv.agent import CompiledAgent
 
     env = delayed(envs.make("CartPole-v1", 4, seed=0), 3)
     for forward in (True, False):
-        agent = Agent(tiny_config("classic", delay=3, forward=forward), env)
+        agent = CompiledAgent(tiny_config("classic", delay=3, forward=forward), env)
         state = agent.init(jax.random.PRNGKey(0))
         decisions, executed = [], []
         for _ in range(6):
@@ -251,11 +251,11 @@ def searches_from_the_predicted_latent(agent, state, out):
 @pytest.mark.parametrize("env_id,preset", [("CartPole-v1", "classic"), ("Pendulum-v1", "control")])
 def test_the_agent_searches_from_the_latent_its_model_predicts_after_the_pending_actions(env_id, preset):
     """Discrete and continuous (env-space actions mapped back to the policy space for the dynamics)."""
-    from ezv.agent import Agent
+    from ezv.agent import CompiledAgent
 
     cfg = tiny_config(preset, delay=3, stochastic_delay=True, delay_init="random")
     env = delayed(envs.make(env_id, cfg.num_envs, seed=0), 3, stochastic=True)
-    agent = Agent(cfg, env)
+    agent = CompiledAgent(cfg, env)
     state = agent.init(jax.random.PRNGKey(0))
     for _ in range(4):
         state = agent.act(state)[0]
@@ -267,10 +267,10 @@ def test_the_agent_searches_from_the_latent_its_model_predicts_after_the_pending
 
 
 def test_an_agent_of_a_delayed_config_refuses_an_undelayed_env():
-    from ezv.agent import Agent
+    from ezv.agent import CompiledAgent
 
     with pytest.raises(ValueError, match="with_delay"):
-        Agent(tiny_config("classic", delay=3), envs.make("CartPole-v1", 4, seed=0))
+        CompiledAgent(tiny_config("classic", delay=3), envs.make("CartPole-v1", 4, seed=0))
 
 
 def test_a_delayed_run_with_two_seeds_resumes_exactly_and_evaluates_at_several_delays(tmp_path, capsys):

@@ -60,14 +60,14 @@ def test_video_of_an_image_env_episode(tmp_path):
     import dataclasses
 
     import ezv.envs as envs
-    from ezv.agent import Agent
+    from ezv.agent import CompiledAgent
     from ezv.evaluate import record_video
     from ezv.train import resolve_config
 
     cfg = resolve_config(["--env-id", "Breakout-MinAtar", "--network.latent-dim", "16", "--network.mlp-hidden", "16",
                           "--network.mlp-blocks", "1", "--env-options", "max_episode_steps", "30"])
     env = envs.make(cfg.env_id, 1, 0, **cfg.env_options)
-    state = Agent(cfg, env).init(jax.random.PRNGKey(0))
+    state = CompiledAgent(cfg, env).init(jax.random.PRNGKey(0))
     path = str(tmp_path / "episode.gif")
     length = record_video(dataclasses.replace(cfg), env.spec, state.variables,
                           path, seed=0)

@@ -13,7 +13,7 @@ from tiny import tiny_config
 
 import ezv.envs as envs
 from ezv import targets
-from ezv.agent import Agent
+from ezv.agent import CompiledAgent
 from ezv.config import Config, ConfigError, NetworkConfig, load_preset, validate
 from ezv.frames import stacked_obs
 from ezv.learner import Learner, learning_rate_schedule
@@ -43,11 +43,11 @@ def test_a_shorter_horizon_bootstraps_earlier():
     assert float(short[0, 0]) == 1 + G * 10 and float(short[0, 1]) == 2 + G * 20
 
 
-def cartpole_agent(preset: str, **learner_fields) -> Agent:
+def cartpole_agent(preset: str, **learner_fields) -> CompiledAgent:
     cfg = tiny_config(preset)
     if learner_fields:
         cfg = dataclasses.replace(cfg, learner=dataclasses.replace(cfg.learner, **learner_fields))
-    return Agent(cfg, envs.make("CartPole-v1", cfg.num_envs, seed=0))
+    return CompiledAgent(cfg, envs.make("CartPole-v1", cfg.num_envs, seed=0))
 
 
 def test_per_beta_rises_linearly_over_the_run_to_its_final_value():
@@ -159,7 +159,7 @@ def test_each_cpu_mode_preset_validates_and_learns_through_the_compiled_loop(pre
     cfg = tiny_config(preset)
     env = envs.make(env_id, cfg.num_envs, seed=0)
     validate(cfg, env.spec)
-    agent = Agent(cfg, env)
+    agent = CompiledAgent(cfg, env)
     state = agent.init(jax.random.PRNGKey(0))
     for _ in range(3):
         state, metrics = train_chunk(agent)(state)
@@ -189,7 +189,7 @@ def test_each_atari_mode_preset_runs_its_image_pipeline(preset):
     )
     env = with_delay(cfg, envs.make("Breakout-v5", cfg.num_envs, seed=0, **cfg.env_options), cfg.delay)
     validate(cfg, env.spec)
-    agent = Agent(cfg, env)
+    agent = CompiledAgent(cfg, env)
     state = agent.init(jax.random.PRNGKey(0))
     channels = 1 if preset == "muzero_atari" else 3
     assert state.frames.shape == (2, 4, 96, 96, channels)

@@ -12,7 +12,7 @@ EPISODE_LENGTHS = {0: [3, 7, 2, 9, 4, 6, 5, 8], 1: [6, 1, 8, 3, 5, 4, 7, 2]}
 
 
 def fill(rows: int, iterations: int, obs_shape=(1,), dtype=jnp.float32, scale: int = 100):
-    """Write `iterations` rows per env the way `Agent.act` does, following the env contract.
+    """Write `iterations` rows per env the way `CompiledAgent.act` does, following the env contract.
 
     Observation = episode_id * scale + step within the episode; reward = the same number;
     even episodes terminate, odd ones are truncated.

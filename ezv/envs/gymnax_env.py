@@ -54,14 +54,24 @@ def make(env_id: str, num_envs: int, seed: int, options: GymnaxOptions) -> VecEn
     env, params = gymnax.make(env_id)
     domain = gymnax_domain(env_id)
     task_limit = int(params.max_steps_in_episode)
-    lift = domain != "bsuite"
-    max_steps = options.max_episode_steps or task_limit
-    if not lift and options.max_episode_steps is not None and options.max_episode_steps > task_limit:
+    if domain == "bsuite" and options.max_episode_steps is not None and options.max_episode_steps > task_limit:
         raise ValueError(
             f"max_episode_steps={options.max_episode_steps} exceeds {env_id}'s task-defined episode "
             f"length {task_limit}; bsuite episodes end by design at that length."
         )
-    if lift:
+    spec, single = adapt(env, params, env_id, "gymnax", domain, options.max_episode_steps,
+                         lift_limit=domain != "bsuite", options=dataclasses.asdict(options))
+    return make_vec_env(spec, num_envs, seed, single)
+
+
+def adapt(env, params, env_id: str, backend: str, domain: str, max_episode_steps: int | None, *, lift_limit: bool,
+          options: dict) -> tuple[EnvSpec, SingleEnv]:
+    """The spec and unbatched functions of a gymnax environment object (`reset_env`, `step_env`,
+    `observation_space`, `action_space`), a built-in one or a user's. `lift_limit`: the task's time limit
+    is a truncation, applied by ezv (`max_episode_steps`, default the task's) rather than inside `done`."""
+    task_limit = int(params.max_steps_in_episode)
+    max_steps = max_episode_steps or task_limit
+    if lift_limit:
         params = params.replace(max_steps_in_episode=_LIFTED_LIMIT)
 
     obs_space = env.observation_space(params)
@@ -76,13 +86,13 @@ def make(env_id: str, num_envs: int, seed: int, options: GymnaxOptions) -> VecEn
 
     spec = EnvSpec(
         env_id=env_id,
-        backend="gymnax",
+        backend=backend,
         domain=domain,
         obs_shape=tuple(int(d) for d in obs_space.shape),
         obs_dtype=np.dtype(obs_space.dtype),
         action_space=action_space,
         max_episode_steps=int(max_steps),
-        options=dataclasses.asdict(options),
+        options=options,
     )
     discrete = isinstance(action_space, Discrete)
     act_shape = tuple(act_space.shape)
@@ -97,4 +107,4 @@ def make(env_id: str, num_envs: int, seed: int, options: GymnaxOptions) -> VecEn
         obs, state, reward, done, _ = env.step_env(key, state, action, params)
         return state, obs, jnp.asarray(reward, jnp.float32), jnp.asarray(done, bool)
 
-    return make_vec_env(spec, num_envs, seed, SingleEnv(reset=reset, step=step))
+    return spec, SingleEnv(reset=reset, step=step)

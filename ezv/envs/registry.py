@@ -16,6 +16,8 @@ BACKENDS = {
     "playground": "MuJoCo Playground DM Control Suite 'dmc/<Task>', e.g. dmc/CheetahRun, dmc/CartpoleBalance",
     "gymnax": "gymnax ids, e.g. CartPole-v1, Acrobot-v1, Pendulum-v1, Breakout-MinAtar, Catch-bsuite",
     "brax": "brax 'brax/<env>', e.g. brax/ant, brax/halfcheetah",
+    "custom": "your own env: an id given to ezv.envs.register, or 'module.path:factory' (README, 'Your own "
+              "environment')",
 }
 
 
@@ -63,6 +65,23 @@ def _brax_ids() -> frozenset[str]:
 
 
 def _route(env_id: str) -> Route | None:
+    route = _builtin_route(env_id)
+    if route is not None:
+        return route
+    from ezv.envs import custom
+
+    if custom.lookup(env_id) is not None:
+        return Route("custom", dict, custom.make)
+    return None
+
+
+def builtin_backend(env_id: str) -> str | None:
+    """The backend of a built-in id, None for any other (a user's id may not shadow a built-in one)."""
+    route = _builtin_route(env_id)
+    return None if route is None else route.backend
+
+
+def _builtin_route(env_id: str) -> Route | None:
     # Prefixes first (cheap), then gymnax before envpool: both know CartPole-v1, and the
     # issue's contract routes the classic-control ids to gymnax.
     if env_id.startswith("dmc/"):
@@ -103,7 +122,9 @@ def known_env_ids() -> list[str]:
     ids = set(_gymnax_ids()) | _playground_ids() | _brax_ids()
     ids |= _envpool_ids(m.ATARI_FAMILY) | _envpool_ids(m.DMC_FAMILY)
     ids |= {m.PIXELS_PREFIX + i for i in _envpool_ids(m.DMC_FAMILY)}
-    return sorted(ids)
+    from ezv.envs import custom
+
+    return sorted(ids | set(custom.registered_ids()))
 
 
 def backend_of(env_id: str) -> str:
@@ -123,7 +144,7 @@ def domain_of(env_id: str) -> str:
 
         return gymnax_domain(env_id)
     return {"envpool-atari": "atari", "envpool-dmc": "dmc", "envpool-dmc-pixels": "dmc_pixels", "playground": "dmc",
-            "brax": "brax"}[backend]
+            "brax": "brax", "custom": "custom"}[backend]
 
 
 def has_continuous_actions(env_id: str) -> bool:
@@ -133,7 +154,25 @@ def has_continuous_actions(env_id: str) -> bool:
         from ezv.envs.gymnax_env import has_continuous_actions as gymnax_continuous
 
         return gymnax_continuous(env_id)
+    if backend == "custom":
+        return not spec_of(env_id).discrete
     return backend != "envpool-atari"
+
+
+def spec_of(env_id: str, **options: Any):
+    """The `EnvSpec` of `env_id` with these options (builds one env)."""
+    return make(env_id, 1, 0, **options).spec
+
+
+def runs_on_host(env_id: str, **options: Any) -> bool:
+    """Whether the env's state lives outside JAX (envpool, gymnasium): such envs are not vmapped over seeds
+    (the seeds share one pool), not split over devices, and restart from fresh episodes on resume."""
+    backend = backend_of(env_id)
+    if backend == "custom":
+        from ezv.envs import custom
+
+        return custom.runs_on_host(env_id, options)
+    return backend.startswith("envpool")
 
 
 def _unknown_message(env_id: str) -> str:
@@ -157,6 +196,8 @@ def make(env_id: str, num_envs: int = 1, seed: int = 0, **options: Any) -> VecEn
     route = _route(env_id)
     if route is None:
         raise UnknownEnvError(_unknown_message(env_id))
+    if route.backend == "custom":  # its options are the factory's keyword arguments
+        return route.build(env_id, num_envs, seed, options)
     fields = {f.name for f in dataclasses.fields(route.options_cls)}
     if "evaluation" not in fields:
         options.pop("evaluation", None)
