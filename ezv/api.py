@@ -156,10 +156,15 @@ class Agent:
 
     @classmethod
     def from_run(cls, run_dir: str, step: int | None = None) -> Agent:
-        """A run directory written by `ezv.train` or `Agent.train`: its newest checkpoint (or `step`) is what
-        `evaluate`/`act`/`export` use, and `train()` continues the run from its newest checkpoint."""
+        """A run directory written by `ezv.train` or `Agent.train` (or one of its checkpoint folders): its newest
+        checkpoint (or `step`) is what `evaluate`/`act`/`export` use, and `train()` continues the run from its
+        newest checkpoint."""
         from ezv import checkpoint as ckpt
 
+        path = os.path.normpath(run_dir)
+        in_checkpoints = os.path.basename(os.path.dirname(path)) == "checkpoints"
+        if step is None and in_checkpoints and os.path.basename(path).isdigit():
+            run_dir, step = ckpt.locate(path)  # a checkpoint folder, RUN_DIR/checkpoints/<step>
         agent = cls._blank(load_run_config(run_dir))
         agent.config = dataclasses.replace(agent.config, run_dir=run_dir, resume=None, resume_step=None)
         agent.run_dir = run_dir
@@ -218,6 +223,9 @@ class Agent:
                 raise ConfigError(f"train({env_steps}): env_steps must be a multiple of log_interval "
                                   f"({cfg.log_interval}), the env steps of one compiled chunk.")
         resuming = self.run_dir is not None and bool(ckpt.available_steps(self.run_dir))
+        if not resuming and cfg.run_dir and os.path.isfile(os.path.join(cfg.run_dir, "config.yaml")):
+            raise FileExistsError(f"{cfg.run_dir!r} already holds a run; continue it with "
+                                  f"ezv.Agent.from_run({cfg.run_dir!r}).train(), or give this Agent another run_dir.")
         if resuming:
             cfg = dataclasses.replace(cfg, run_dir=self.run_dir, resume=self.run_dir, resume_step=None)
         compile_cache.enable()

@@ -156,3 +156,12 @@ def test_the_documented_surface_is_listed_in_the_package():
                                 "make_config"}
     for name in ezv.__all__:
         assert getattr(ezv, name) is not None
+
+
+def test_a_checkpoint_folder_is_an_agent_and_an_existing_run_dir_is_not_overwritten(paused_and_continued):
+    agent, *_, run_dir = paused_and_continued
+    step = ckpt.available_steps(run_dir)[0]
+    older = ezv.Agent.from_run(os.path.join(run_dir, "checkpoints", str(step)))
+    assert older._source()[3]["checkpoint"] == step and older.run_dir == run_dir
+    with pytest.raises(FileExistsError, match="from_run"):
+        ezv.Agent("CartPole-v1", run_dir=run_dir, **{**TINY, **LONG_SETTINGS}).train()
