@@ -212,6 +212,10 @@ class Agent:
         if fixed:
             raise ConfigError(f"train() takes run settings only; {', '.join(fixed)} change what the run learns (set "
                               "them when creating the Agent).")
+        placed = sorted(set(run_settings) & {"run_dir", "resume", "resume_step"})
+        if placed:
+            raise ConfigError(f"train() does not move a run ({', '.join(placed)}): give run_dir when creating the "
+                              "Agent, and continue a run with ezv.Agent.from_run(RUN_DIR).train().")
         cfg = dataclasses.replace(self.config, **run_settings)
         pause = None
         if env_steps is not None:

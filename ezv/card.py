@@ -70,31 +70,45 @@ def _highlights(cfg: Any, spec: Any) -> list[tuple[str, str]]:
 def write_card(agent_path: str, cfg: Any, spec: Any, info: dict[str, Any]) -> str:
     """Write the card of the agent file at `agent_path`; `info` is the file's meta (seed, env_steps,
     train_steps, and run_dir / checkpoint / progress where it came from a run). Returns the card's path."""
-    from ezv import __version__
     from ezv.files import write_atomic
 
-    seed = int(info.get("seed", cfg.seed))
     name = os.path.basename(agent_path)
-    run_dir = info.get("run_dir")
-    lines = [f"# {spec.env_id}: an ezv agent (seed {seed})", "",
+    lines = [*_header(name, cfg, spec, info), *_evaluation(name, cfg, spec, info), "## Training setup", "",
+             "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in _highlights(cfg, spec)], "",
+             "The complete config is inside the file (`ezv.load_agent(path).cfg`).", "", *_usage(name, spec)]
+    path = card_path(agent_path)
+    write_atomic(path, "\n".join(lines))
+    return path
+
+
+def _header(name: str, cfg: Any, spec: Any, info: dict[str, Any]) -> list[str]:
+    from ezv import __version__
+
+    offline = (f" (of which {cfg.offline_updates} offline, after the last env step)"
+               if cfg.offline_updates and info.get("offline_done") else "")
+    lines = [f"# {spec.env_id}: an ezv agent (seed {int(info.get('seed', cfg.seed))})", "",
              f"`{name}` holds the networks of an ezv {__version__} agent trained on `{spec.env_id}` for "
              f"{info.get('env_steps', '?')} env steps (agent steps) and {info.get('train_steps', '?')} learner "
-             f"updates" + (f" (of which {cfg.offline_updates} offline, after the last env step)"
-                          if cfg.offline_updates and info.get("offline_done") else "")
-             + (", kept as the seed's best evaluation" if info.get("best") else "")
+             f"updates{offline}" + (", kept as the seed's best evaluation" if info.get("best") else "")
              + ". It is self-contained: the config and env spec needed to rebuild the network and its search are "
              "inside.", ""]
-    if run_dir:
-        lines += [f"From the run `{run_dir}`" + (f", checkpoint {info['checkpoint']}" if "checkpoint" in info else "")
-                  + ".", ""]
-    lines += ["## Evaluation", ""]
-    evals = _evaluations(run_dir, seed, info.get("progress"))
+    if info.get("run_dir"):
+        lines += [f"From the run `{info['run_dir']}`"
+                  + (f", checkpoint {info['checkpoint']}" if "checkpoint" in info else "") + ".", ""]
+    return lines
+
+
+def _evaluation(name: str, cfg: Any, spec: Any, info: dict[str, Any]) -> list[str]:
+    lines = ["## Evaluation", ""]
+    evals = _evaluations(info.get("run_dir"), int(info.get("seed", cfg.seed)), info.get("progress"))
     protocol = (f"greedy search (no Gumbel or Dirichlet noise; pUCT: the most visited action), "
                 f"{cfg.eval_episodes} episodes per evaluation under the env's evaluation protocol"
                 + (" (Atari: raw game score, no episodic life, 27k-step cap)" if spec.domain == "atari" else "")
                 + (f"; periodic evaluations stop episodes after {cfg.eval_max_episode_steps} steps, the final one "
                    "plays them out" if cfg.eval_max_episode_steps else ""))
-    if evals:
+    if not evals:
+        lines += [f"No evaluation logged with this file. `python -m ezv.evaluate {name}` runs one: {protocol}.", ""]
+    else:
         game = scores.atari_game(spec.env_id)
         lines += ["| env steps | updates | return mean ± std | episodes |" + (" human-normalised |" if game else ""),
                   "|---:|---:|---:|---:|" + ("---:|" if game else "")]
@@ -104,30 +118,23 @@ def write_card(agent_path: str, cfg: Any, spec: Any, info: dict[str, Any]) -> st
             cells = (f"| {row['env_steps']}{' (offline)' if row.get('offline') else ''} | {row['updates']} | "
                      f"{row['eval_return_mean']:.2f} ± {row.get('eval_return_std', 0.0):.2f} | "
                      f"{row.get('eval_episodes', '?')} |")
-            if game:
-                cells += f" {scores.human_normalized(game, row['eval_return_mean']):.3f} |"
-            lines.append(cells)
+            lines.append(cells + (f" {scores.human_normalized(game, row['eval_return_mean']):.3f} |" if game else ""))
         lines += ["", f"The run's own evaluations (the first, the best and the last up to this agent): {protocol}.",
                   ""]
-    else:
-        lines += [f"No evaluation logged with this file. `python -m ezv.evaluate {name}` runs one: {protocol}.", ""]
     published = _published(spec.env_id)
-    if published:
-        lines += [f"Published reference: {published}", ""]
-    lines += ["## Training setup", "", "| | |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in _highlights(cfg, spec)]
-    lines += ["", "The complete config is inside the file (`ezv.load_agent(path).cfg`).", "",
-              "## Use", "", "```bash", f"python -m ezv.evaluate {name} --episodes 32      # mean ± std"
-              + (", human-normalised" if scores.atari_game(spec.env_id) else ""),
-              f"python -m ezv.evaluate {name} --video episode.mp4   # and a video of one episode", "```", "",
-              "```python", "import jax, ezv", "",
-              f'agent = ezv.load_agent("{name}")              # network + search, for inference',
-              "actions = agent.act(obs, jax.random.PRNGKey(0))  # obs: [N, *agent.obs_shape]"
-              + (" (frames stacked on the last axis)" if spec.frame_stack > 1 else ""), "",
-              f'result = ezv.Agent.from_file("{name}").evaluate(episodes=32)', "```", ""]
-    if spec.backend == "custom" or spec.backend == "gymnasium":
+    return lines + ([f"Published reference: {published}", ""] if published else [])
+
+
+def _usage(name: str, spec: Any) -> list[str]:
+    lines = ["## Use", "", "```bash", f"python -m ezv.evaluate {name} --episodes 32      # mean ± std"
+             + (", human-normalised" if scores.atari_game(spec.env_id) else ""),
+             f"python -m ezv.evaluate {name} --video episode.mp4   # and a video of one episode", "```", "",
+             "```python", "import jax, ezv", "",
+             f'agent = ezv.load_agent("{name}")              # network + search, for inference',
+             "actions = agent.act(obs, jax.random.PRNGKey(0))  # obs: [N, *agent.obs_shape]"
+             + (" (frames stacked on the last axis)" if spec.frame_stack > 1 else ""), "",
+             f'result = ezv.Agent.from_file("{name}").evaluate(episodes=32)', "```", ""]
+    if spec.backend in ("custom", "gymnasium"):
         lines += [f"`{spec.env_id}` is a user's environment (factory {spec.options.get('factory', '?')}): evaluating "
                   "needs it importable or registered (`ezv.envs.register`) in the evaluating process.", ""]
-    path = card_path(agent_path)
-    write_atomic(path, "\n".join(lines))
-    return path
+    return lines

@@ -10,16 +10,16 @@ registering your own env (`register`, `JaxEnv`) and `check_env` for testing one 
 
 from ezv.envs.contract import check_env
 from ezv.envs.core import Box, Discrete, EnvSpec, TimeStep, VecEnv
-from ezv.envs.custom import EnvContractError, JaxEnv, register, registered_ids, unregister
+from ezv.envs.custom import JaxEnv, registered_ids, unregister
+from ezv.envs.errors import EnvContractError, EnvOptionError, UnknownEnvError
 from ezv.envs.registry import (
     BACKENDS,
-    EnvOptionError,
-    UnknownEnvError,
     backend_of,
     domain_of,
     has_continuous_actions,
     known_env_ids,
     make,
+    register,
     runs_on_host,
     spec_of,
 )

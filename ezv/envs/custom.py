@@ -35,16 +35,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from ezv.envs.core import Box, Discrete, EnvSpec, VecEnv
+from ezv.envs.errors import CUSTOM_DOMAIN, EnvContractError, EnvOptionError, UnknownEnvError
 from ezv.envs.functional import SingleEnv, make_vec_env
 
 BACKEND = "custom"
-DOMAIN = "custom"
+DOMAIN = CUSTOM_DOMAIN
 # `module.path:attribute` names a factory without registering it (the form a run's config.yaml keeps).
 IMPORT_FORM = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-
-
-class EnvContractError(ValueError):
-    """A user's environment does not keep ezv's contract; the message says what to change."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,31 +75,17 @@ class Registration:
 _REGISTRY: dict[str, Registration] = {}
 
 
-def _describe(factory: Callable) -> str:
-    module, name = getattr(factory, "__module__", None), getattr(factory, "__qualname__", None)
-    return f"{module}:{name}" if module and name else repr(factory)
-
-
-def register(env_id: str, factory: Callable[..., Any], *, overwrite: bool = False) -> None:
-    """Make `env_id` build the env `factory(**options)` returns (see the module docstring for what it may return).
-
-    The id then works wherever a built-in id does, in this process. A run started from Python under a
-    registered id is resumed or evaluated from the CLI only where the id is registered again; the
-    `module:factory` id form needs no registration and is what to use for runs driven from the CLI."""
-    from ezv.envs.registry import builtin_backend
-
-    if not isinstance(env_id, str) or not env_id.strip() or env_id != env_id.strip():
-        raise ValueError(f"env id must be a non-empty string without surrounding spaces, got {env_id!r}.")
-    if not callable(factory):
-        raise TypeError(f"register({env_id!r}, ...): the factory must be callable (it builds the env from its "
-                        f"options), got {type(factory).__name__}.")
-    if builtin_backend(env_id) is not None:
-        raise ValueError(f"{env_id!r} is a built-in id ({builtin_backend(env_id)} backend); register yours under "
-                         "another name.")
+def add(env_id: str, factory: Callable[..., Any], overwrite: bool) -> None:
+    """Record a registration (`ezv.envs.register` checks the id first)."""
     if env_id in _REGISTRY and not overwrite and _REGISTRY[env_id].factory is not factory:
         raise ValueError(f"{env_id!r} is already registered (by {_REGISTRY[env_id].source}); pass overwrite=True to "
                          "replace it.")
     _REGISTRY[env_id] = Registration(env_id, factory, _describe(factory))
+
+
+def _describe(factory: Callable) -> str:
+    module, name = getattr(factory, "__module__", None), getattr(factory, "__qualname__", None)
+    return f"{module}:{name}" if module and name else repr(factory)
 
 
 def unregister(env_id: str) -> None:
@@ -119,8 +102,6 @@ def lookup(env_id: str) -> Registration | None:
         return _REGISTRY[env_id]
     if not IMPORT_FORM.match(env_id):
         return None
-    from ezv.envs.registry import UnknownEnvError
-
     module_name, attribute = env_id.split(":")
     try:
         module = importlib.import_module(module_name)
@@ -158,8 +139,6 @@ def _call(reg: Registration, options: dict[str, Any]) -> tuple[Any, Callable[[],
 
     Options the factory takes go to it; `evaluation` (every id accepts it) is dropped where it does not,
     and so is `max_episode_steps`, which ezv then applies itself."""
-    from ezv.envs.registry import EnvOptionError
-
     names, any_kwargs = _accepted(reg.factory)
     options = dict(options)
     if "evaluation" in options and "evaluation" not in names and not any_kwargs:

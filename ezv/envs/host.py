@@ -18,6 +18,7 @@ import numpy as np
 from flax import struct
 
 from ezv.envs.core import Box, Discrete, EnvSpec, TimeStep, VecEnv, first_timestep
+from ezv.envs.errors import CUSTOM_DOMAIN, EnvContractError
 
 BACKEND = "gymnasium"
 
@@ -31,8 +32,6 @@ class HostEnvState:
 
 def _space_of(env: Any, env_id: str) -> tuple[Discrete | Box, tuple[int, ...]]:
     from gymnasium import spaces
-
-    from ezv.envs.custom import EnvContractError
 
     space = env.action_space
     if isinstance(space, spaces.Discrete):
@@ -51,8 +50,6 @@ def _space_of(env: Any, env_id: str) -> tuple[Discrete | Box, tuple[int, ...]]:
 
 def _obs_of(env: Any, env_id: str) -> tuple[tuple[int, ...], np.dtype]:
     from gymnasium import spaces
-
-    from ezv.envs.custom import EnvContractError
 
     space = env.observation_space
     if not isinstance(space, spaces.Box):
@@ -112,8 +109,6 @@ def make_host_env(env_id: str, first_env: Any, make_one: Callable[[], Any], num_
     """`num_envs` gymnasium envs (`first_env` and `num_envs - 1` more from `make_one`) as a `VecEnv`."""
     from jax.experimental import io_callback
 
-    from ezv.envs.custom import DOMAIN, EnvContractError
-
     action_space, action_shape = _space_of(first_env, env_id)
     obs_shape, obs_dtype = _obs_of(first_env, env_id)
     own_limit = getattr(getattr(first_env, "spec", None), "max_episode_steps", None)
@@ -121,7 +116,7 @@ def make_host_env(env_id: str, first_env: Any, make_one: Callable[[], Any], num_
     if not max_steps:
         raise EnvContractError(f"{env_id}: the gymnasium env has no time limit (env.spec.max_episode_steps); give "
                                "one with the option max_episode_steps (--env-options '{\"max_episode_steps\": 500}').")
-    spec = EnvSpec(env_id=env_id, backend=BACKEND, domain=DOMAIN, obs_shape=obs_shape, obs_dtype=obs_dtype,
+    spec = EnvSpec(env_id=env_id, backend=BACKEND, domain=CUSTOM_DOMAIN, obs_shape=obs_shape, obs_dtype=obs_dtype,
                    action_space=action_space, max_episode_steps=int(max_steps), options=options)
     pool = HostPool([first_env] + [make_one() for _ in range(num_envs - 1)], spec, action_shape)
     n = num_envs

@@ -8,6 +8,7 @@ import functools
 from typing import Any, Callable
 
 from ezv.envs.core import VecEnv
+from ezv.envs.errors import EnvOptionError, UnknownEnvError
 
 BACKENDS = {
     "envpool-atari": "every Atari '*-v5' id, e.g. Breakout-v5, Pong-v5",
@@ -19,14 +20,6 @@ BACKENDS = {
     "custom": "your own env: an id given to ezv.envs.register, or 'module.path:factory' (README, 'Your own "
               "environment')",
 }
-
-
-class UnknownEnvError(ValueError):
-    """The env id matches no backend."""
-
-
-class EnvOptionError(ValueError):
-    """An option the chosen backend does not have, or a value it cannot take."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +66,25 @@ def _route(env_id: str) -> Route | None:
     if custom.lookup(env_id) is not None:
         return Route("custom", dict, custom.make)
     return None
+
+
+def register(env_id: str, factory: Callable[..., Any], *, overwrite: bool = False) -> None:
+    """Make `env_id` build the env `factory(**options)` returns (`ezv.envs.custom` says what it may return).
+
+    The id then works wherever a built-in id does, in this process. A run started from Python under a
+    registered id is resumed or evaluated from the CLI only where the id is registered again; the
+    `module:factory` id form needs no registration and is what to use for runs driven from the CLI."""
+    from ezv.envs import custom
+
+    if not isinstance(env_id, str) or not env_id.strip() or env_id != env_id.strip():
+        raise ValueError(f"env id must be a non-empty string without surrounding spaces, got {env_id!r}.")
+    if not callable(factory):
+        raise TypeError(f"register({env_id!r}, ...): the factory must be callable (it builds the env from its "
+                        f"options), got {type(factory).__name__}.")
+    if builtin_backend(env_id) is not None:
+        raise ValueError(f"{env_id!r} is a built-in id ({builtin_backend(env_id)} backend); register yours under "
+                         "another name.")
+    custom.add(env_id, factory, overwrite)
 
 
 def builtin_backend(env_id: str) -> str | None:
