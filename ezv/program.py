@@ -195,7 +195,14 @@ class Program:
     # --- the run's functions ----------------------------------------------------------------
 
     def init(self) -> Any:
-        return self._init(self.seed_keys()[0])
+        """A fresh state typed and placed as a restored one is (no weak types: gymnax keeps Python ints in its env
+        states; committed to its device), so that the chunk lowers to the same program for a new and a resumed
+        run and a resume finds it in the compilation cache."""
+        state = jax.tree.map(lambda x: jax.lax.convert_element_type(x, x.dtype) if x.aval.weak_type else x,
+                             self._init(self.seed_keys()[0]))
+        if self.mesh is not None:  # shard_map's outputs are committed already
+            return state
+        return jax.device_put(state, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
 
     def abstract_state(self) -> Any:
         """Shapes, dtypes and shardings of `init()`'s state, without building it."""
