@@ -14,9 +14,10 @@
 
 `train(env_steps)` takes an absolute step count, as `--total-env-steps` does with `--resume` (and LightZero's
 `train(step)`): the run collects until it has `env_steps` env steps. Below the run's budget
-(`total_env_steps`) that is a pause: the run checkpoints there and a later `train()` continues it exactly as if
-it had not stopped (the learning-rate, temperature and value-target schedules follow the budget). Above it,
-the budget grows to `env_steps` (and the schedules with it, from then on).
+(`total_env_steps`) that is a pause: the run checkpoints there and a later `train()` continues it as if it had
+not stopped (the learning-rate, temperature and value-target schedules follow the budget; exactly so on a
+pure-JAX env, while envpool and gymnasium envs restart from fresh episodes as on any resume). Above it, the
+budget grows to `env_steps` (and the schedules with it, from then on).
 """
 
 from __future__ import annotations
@@ -185,13 +186,19 @@ class Agent:
             raise ValueError("Agent.from_file needs at least one agent file.")
         loaded = [load_source(p) for p in paths]
         cfg, spec = loaded[0][0], loaded[0][1]
+        from ezv.config import resume_differences, to_plain
+
         for path, (other, *_rest) in zip(paths[1:], loaded[1:]):
-            if other.env_id != cfg.env_id:
-                raise ValueError(f"{path!r} is an agent for {other.env_id}, {paths[0]!r} for {cfg.env_id}.")
+            differences = [d for d in resume_differences(to_plain(cfg), to_plain(other)) if not d.startswith("seed:")]
+            if differences:
+                raise ValueError(f"{path!r} and {paths[0]!r} were trained with other configs, so they are not one "
+                                 "agent's seeds:\n  " + "\n  ".join(differences))
+        seeds = [s for item in loaded for s in item[4]]
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"the agent files hold seeds {seeds}: one file per seed.")
         agent = cls._blank(cfg)
         agent._files = list(paths)
-        agent._loaded = (cfg, spec, [v for item in loaded for v in item[2]], [item[3] for item in loaded],
-                         [s for item in loaded for s in item[4]])
+        agent._loaded = (cfg, spec, [v for item in loaded for v in item[2]], [item[3] for item in loaded], seeds)
         return agent
 
     # --- training ------------------------------------------------------------------------------
@@ -219,6 +226,8 @@ class Agent:
         cfg = dataclasses.replace(self.config, **run_settings)
         pause = None
         if env_steps is not None:
+            if env_steps < 1:
+                raise ConfigError(f"train({env_steps}): env_steps is the run's total to reach, >= 1.")
             if env_steps > cfg.total_env_steps:
                 cfg = dataclasses.replace(cfg, total_env_steps=env_steps)
             elif env_steps < cfg.total_env_steps:
@@ -226,14 +235,20 @@ class Agent:
             if env_steps % cfg.log_interval:
                 raise ConfigError(f"train({env_steps}): env_steps must be a multiple of log_interval "
                                   f"({cfg.log_interval}), the env steps of one compiled chunk.")
-        resuming = self.run_dir is not None and bool(ckpt.available_steps(self.run_dir))
-        if not resuming and cfg.run_dir and os.path.isfile(os.path.join(cfg.run_dir, "config.yaml")):
-            raise FileExistsError(f"{cfg.run_dir!r} already holds a run; continue it with "
-                                  f"ezv.Agent.from_run({cfg.run_dir!r}).train(), or give this Agent another run_dir.")
+        where = self.run_dir or cfg.run_dir
+        resuming = where is not None and bool(ckpt.available_steps(where))
+        if resuming and self.run_dir is None:
+            raise FileExistsError(f"{where!r} already holds a run; continue it with ezv.Agent.from_run({where!r})"
+                                  ".train(), or give this Agent another run_dir.")
+        if not resuming and where and os.path.isfile(os.path.join(where, "config.yaml")):
+            raise FileExistsError(f"{where!r} holds a run that wrote no checkpoint, so there is nothing to continue; "
+                                  "give this Agent another run_dir.")
         if resuming:
             cfg = dataclasses.replace(cfg, run_dir=self.run_dir, resume=self.run_dir, resume_step=None)
         compile_cache.enable()
         run = Run(cfg)
+        self.run_dir, self._loaded, self._inference = run.run_dir, None, {}  # kept if the run is interrupted
+        self.config = dataclasses.replace(run.cfg, resume=None, resume_step=None)
         run_dir = run.execute(pause_at=pause)
         self.config = dataclasses.replace(run.cfg, resume=None, resume_step=None)
         self.run_dir, self._checkpoint, self._loaded, self._inference = run_dir, None, None, {}

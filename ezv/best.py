@@ -5,8 +5,11 @@
     RUN_DIR/best/best.json      per seed: that evaluation's progress, env steps, updates and return
 
 A file is rewritten only when a seed's evaluation beats its best, so `--keep-checkpoints` never removes it.
-A resumed run takes its bests up to the checkpoint it resumes from; a best of a later, abandoned future of
-the run is moved to RUN_DIR/checkpoints-set-aside/ (the checkpoints of that future go there too).
+Evaluations with episodes stopped by the periodic cap (`eval_max_episode_steps`) are not compared: they are
+scored so far, the others played out. A resumed run keeps a best from up to the checkpoint it resumes from;
+a best from after it (an abandoned future of the run) is moved to RUN_DIR/checkpoints-set-aside/ (the
+checkpoints of that future go there too), and that seed's best starts again from its next evaluation (the
+earlier bests were overwritten).
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ class BestKeeper:
         from ezv.inference import write_agent
 
         score = row.get("eval_return_mean")
-        if score is None:
+        if score is None or row.get("eval_capped"):  # episodes cut by the periodic cap are scored differently
             return False
         best = self.index.get(seed)
         if best is not None and score <= best["eval_return_mean"]:
@@ -84,6 +87,7 @@ class BestKeeper:
                  "eval_return_mean": float(score), "eval_episodes": int(row.get("eval_episodes", 0))}
         os.makedirs(best_dir(self.run_dir), exist_ok=True)
         meta = {"seed": seed, "env_steps": entry["env_steps"], "train_steps": entry["updates"], "best": True,
+                "progress": progress,
                 "eval_return_mean": entry["eval_return_mean"], "run_dir": os.path.abspath(self.run_dir),
                 "ezv": __version__}
         write_agent(best_file(self.run_dir, seed), self.cfg, self.spec, variables(), meta)

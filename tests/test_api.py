@@ -3,6 +3,7 @@ load, best, metrics; the same run as the CLI's."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -18,19 +19,21 @@ from ezv import checkpoint as ckpt
 from ezv.best import BestKeeper, best_file, read_index
 from ezv.config import ConfigError
 
-# The CLI's LONG tiny run (`straight_run`) as Agent overrides: the same config, so the same program.
-LONG_SETTINGS = {"total_env_steps": 400, "checkpoint_interval": 40, "keep_checkpoints": 3, "quiet": True}
+# The CLI's LONG tiny run (`straight_run`) as Agent overrides: the same config and program, with checkpoints
+# only at the end (run settings, which learning does not see), so that only a pause writes one midway.
+LONG_SETTINGS = {"total_env_steps": 400, "checkpoint_interval": 0, "keep_checkpoints": 3, "quiet": True}
 
 
 @pytest.fixture(scope="module")
 def paused_and_continued(tmp_path_factory):
-    """The LONG tiny CartPole run through the API: trained to 200 env steps (a pause), then to the end."""
+    """The LONG tiny CartPole run through the API: trained to 200 env steps (a pause), then on to the end by the
+    same Agent."""
     run_dir = str(tmp_path_factory.mktemp("api") / "run")
     agent = ezv.Agent("CartPole-v1", run_dir=run_dir, **{**TINY, **LONG_SETTINGS})
     paused = agent.train(200)
-    rows_at_pause = read_rows(run_dir)
-    finished = ezv.Agent.from_run(run_dir).train()
-    return agent, paused, rows_at_pause, finished, run_dir
+    rows_at_pause, checkpoints_at_pause = read_rows(run_dir), ckpt.available_steps(run_dir)
+    finished = agent.train()
+    return agent, paused, (rows_at_pause, checkpoints_at_pause), finished, run_dir
 
 
 def test_overrides_reach_nested_fields_and_bad_ones_are_named_before_compiling():
@@ -48,11 +51,12 @@ def test_overrides_reach_nested_fields_and_bad_ones_are_named_before_compiling()
 
 
 def test_a_paused_run_continues_with_the_metrics_of_an_uninterrupted_one(paused_and_continued, straight_run):
-    _, paused, rows_at_pause, finished, run_dir = paused_and_continued
+    _, paused, (rows_at_pause, checkpoints_at_pause), finished, run_dir = paused_and_continued
     assert (paused.env_steps, paused.finished) == (200, False)
     assert [r["env_steps"] for r in rows_at_pause] == list(range(40, 201, 40))
-    assert 200 in ckpt.available_steps(run_dir) or finished.env_steps == 400  # the pause checkpointed
+    assert checkpoints_at_pause == [200]  # no periodic checkpoints: the pause wrote this one
     assert (finished.env_steps, finished.finished) == (400, True)
+    assert ckpt.available_steps(run_dir) == [200, 400]
     # The CLI's uninterrupted run of the same config: identical metrics, row for row.
     assert without_timing(read_rows(run_dir)) == without_timing(read_rows(straight_run))
 
@@ -63,6 +67,8 @@ def test_train_takes_an_absolute_step_count_and_only_run_settings(paused_and_con
         agent.train(learner={"batch_size": 4})
     with pytest.raises(ConfigError, match="multiple of log_interval"):
         agent.train(410)
+    with pytest.raises(ConfigError, match=">= 1"):
+        agent.train(-40)
 
 
 def test_evaluate_export_load_and_act_agree_with_the_run(paused_and_continued, tmp_path):
@@ -127,6 +133,8 @@ def test_the_best_keeper_replaces_only_on_a_strictly_better_evaluation_and_sets_
                             lambda: variables)
 
     assert offer(40, 10.0) and not offer(80, 10.0) and offer(120, 12.0) and not offer(160, 3.0)
+    capped = {"env_steps": 140, "updates": 140, "eval_return_mean": 50.0, "eval_capped": 2}
+    assert not keeper.offer(0, capped, 140, lambda: variables)  # scored so far, not played out: not compared
     assert read_index(run_dir)[0]["env_steps"] == 120
     BestKeeper(run_dir, cfg, env.spec, resumed_at=80)  # resuming from 80: the best at 120 is another future
     assert read_index(run_dir) == {} and not os.path.exists(best_file(run_dir, 0))
@@ -165,3 +173,18 @@ def test_a_checkpoint_folder_is_an_agent_and_an_existing_run_dir_is_not_overwrit
     assert older._source()[3]["checkpoint"] == step and older.run_dir == run_dir
     with pytest.raises(FileExistsError, match="from_run"):
         ezv.Agent("CartPole-v1", run_dir=run_dir, **{**TINY, **LONG_SETTINGS}).train()
+
+
+def test_agent_files_of_different_configs_are_not_one_agents_seeds(paused_and_continued, tmp_path):
+    agent, *_ = paused_and_continued
+    path = agent.export(str(tmp_path))[0]
+    other = ezv.Agent("CartPole-v1", run_dir=str(tmp_path / "other"), **{**TINY, **LONG_SETTINGS})
+    other.config = dataclasses.replace(other.config, learner=dataclasses.replace(other.config.learner, batch_size=4))
+    from ezv.inference import load_agent, write_agent
+
+    loaded = load_agent(path)
+    foreign = write_agent(str(tmp_path / "foreign.ezv"), other.config, loaded.spec, loaded.variables, {"seed": 1})
+    with pytest.raises(ValueError, match="learner.batch_size"):
+        ezv.Agent.from_file(path, foreign)
+    with pytest.raises(ValueError, match="one file per seed"):
+        ezv.Agent.from_file(path, path)

@@ -48,6 +48,18 @@ def test_options_go_to_the_factory_and_max_episode_steps_is_ezvs_where_the_facto
         envs.make("user_envs:make_walk", 1, size=3)
 
 
+def test_a_kwargs_factory_gets_its_own_options_only_and_ezv_keeps_the_time_limit():
+    seen = []
+
+    def make(**options):
+        seen.append(options)
+        return user_envs.make_walk(**options)
+
+    envs.register("KwWalk-v0", make)
+    env = envs.make("KwWalk-v0", 1, evaluation=True, length=7, max_episode_steps=3)
+    assert seen == [{"length": 7}] and env.spec.max_episode_steps == 3 and env.spec.obs_shape == (7,)
+
+
 def test_a_module_factory_id_needs_no_registration_and_a_wrong_one_says_what_is_missing():
     assert envs.backend_of("user_envs:make_push") == "custom"
     assert envs.has_continuous_actions("user_envs:make_push")

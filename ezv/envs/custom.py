@@ -137,14 +137,14 @@ def _accepted(factory: Callable) -> tuple[set[str], bool]:
 def _call(reg: Registration, options: dict[str, Any]) -> tuple[Any, Callable[[], Any], int | None]:
     """(the factory's env, a way to make one more with the same options, an ezv-side time limit or None).
 
-    Options the factory takes go to it; `evaluation` (every id accepts it) is dropped where it does not,
-    and so is `max_episode_steps`, which ezv then applies itself."""
+    Options the factory takes go to it; `evaluation` (every id accepts it) only where the factory names it, and
+    `max_episode_steps` is ezv's own time limit unless the factory names it (a `**kwargs` factory gets neither)."""
     names, any_kwargs = _accepted(reg.factory)
     options = dict(options)
-    if "evaluation" in options and "evaluation" not in names and not any_kwargs:
+    if "evaluation" in options and "evaluation" not in names:
         options.pop("evaluation")
     limit = None
-    if "max_episode_steps" in options and "max_episode_steps" not in names and not any_kwargs:
+    if "max_episode_steps" in options and "max_episode_steps" not in names:
         limit = options.pop("max_episode_steps")
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise EnvOptionError(f"option max_episode_steps must be a positive integer, got {limit!r}.")
@@ -175,7 +175,13 @@ def is_gymnasium_env(obj: Any) -> bool:
 def runs_on_host(env_id: str, options: dict[str, Any]) -> bool:
     """Whether a registered id's env lives on the host (gymnasium): not vmappable, not checkpointable."""
     reg = lookup(env_id)
-    return reg is not None and is_gymnasium_env(_call(reg, options)[0])
+    if reg is None:
+        return False
+    env = _call(reg, options)[0]
+    if is_gymnasium_env(env):
+        env.close()  # built only to look at it
+        return True
+    return False
 
 
 def make(env_id: str, num_envs: int, seed: int, options: dict[str, Any]) -> VecEnv:

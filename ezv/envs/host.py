@@ -63,8 +63,9 @@ def _obs_of(env: Any, env_id: str) -> tuple[tuple[int, ...], np.dtype]:
 class HostPool:
     """`num_envs` gymnasium envs and their late-reset bookkeeping, on the host."""
 
-    def __init__(self, envs: list[Any], spec: EnvSpec, action_shape: tuple[int, ...]):
+    def __init__(self, envs: list[Any], spec: EnvSpec, action_shape: tuple[int, ...], action_start: int = 0):
         self.envs, self.spec, self.action_shape = envs, spec, action_shape
+        self.action_start = action_start  # gymnasium's Discrete(n, start): the agent's 0..n-1 shifted
         n = len(envs)
         self.needs_reset = np.zeros(n, bool)
         self.elapsed = np.zeros(n, np.int32)
@@ -91,7 +92,8 @@ class HostPool:
                 obs[i] = self._obs(env.reset()[0])
                 self.elapsed[i], self.running[i] = 0, 0.0
                 continue
-            action = int(actions[i]) if discrete else np.asarray(actions[i], np.float32).reshape(self.action_shape)
+            action = (int(actions[i]) + self.action_start if discrete
+                      else np.asarray(actions[i], np.float32).reshape(self.action_shape))
             o, r, term, trunc, _ = env.step(action)
             obs[i], reward[i] = self._obs(o), float(r)
             self.elapsed[i] += 1
@@ -118,7 +120,8 @@ def make_host_env(env_id: str, first_env: Any, make_one: Callable[[], Any], num_
                                "one with the option max_episode_steps (--env-options '{\"max_episode_steps\": 500}').")
     spec = EnvSpec(env_id=env_id, backend=BACKEND, domain=CUSTOM_DOMAIN, obs_shape=obs_shape, obs_dtype=obs_dtype,
                    action_space=action_space, max_episode_steps=int(max_steps), options=options)
-    pool = HostPool([first_env] + [make_one() for _ in range(num_envs - 1)], spec, action_shape)
+    start = int(getattr(first_env.action_space, "start", 0)) if isinstance(action_space, Discrete) else 0
+    pool = HostPool([first_env] + [make_one() for _ in range(num_envs - 1)], spec, action_shape, start)
     n = num_envs
     obs_struct = jax.ShapeDtypeStruct((n, *obs_shape), obs_dtype)
     step_structs = (obs_struct, *(jax.ShapeDtypeStruct((n,), d) for d in (jnp.float32, bool, bool, bool, bool)),
