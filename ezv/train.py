@@ -33,6 +33,7 @@ def resolve_config(argv: Sequence[str]) -> Config:
     pre.add_argument("--env-id", "--env_id", default=None)
     pre.add_argument("--preset", default=None)
     pre.add_argument("--resume", default=None)
+    pre.add_argument("--env-options", "--env_options", nargs="*", default=[])
     known, _ = pre.parse_known_args(argv)
     if known.resume:
         saved = load_run_config(known.resume)
@@ -45,7 +46,8 @@ def resolve_config(argv: Sequence[str]) -> Config:
     env_id = known.env_id or Config.env_id
     preset_flag = known.preset or "auto"
     if preset_flag == "auto":
-        preset_flag = auto_preset_name(env_id)
+        # A user's env is built to read its spec: with the options given (a factory may need them).
+        preset_flag = auto_preset_name(env_id, _option_pairs(known.env_options))
     base = load_preset(preset_flag)  # a name, or a preset file / run's config.yaml (read strictly)
     # A file's values apply to --env-id when it is given, else to the env the file was written for.
     env_id = known.env_id or (base.env_id if preset_flag not in PRESET_NAMES else env_id)
@@ -53,6 +55,14 @@ def resolve_config(argv: Sequence[str]) -> Config:
     cfg = _parse_flags(default, argv)
     preset = preset_flag if preset_flag in PRESET_NAMES else base.preset
     return dataclasses.replace(cfg, preset=preset)
+
+
+def _option_pairs(words: list[str]) -> dict:
+    """`--env-options KEY VALUE ...` as a mapping, values read as YAML scalars (9 -> int, true -> bool), as tyro
+    reads them; the full parse is tyro's."""
+    import yaml
+
+    return {key: yaml.safe_load(value) for key, value in zip(words[::2], words[1::2])}
 
 
 def _parse_flags(default: Config, argv: Sequence[str]) -> Config:

@@ -169,6 +169,14 @@ def test_check_env_finds_a_broken_late_reset():
     assert isinstance(inner.reset(jax.random.PRNGKey(0))[1], TimeStep)
 
 
+def test_the_cli_reads_a_user_envs_spec_with_the_options_given():
+    from ezv.train import resolve_config
+
+    cfg = resolve_config(["--env-id", "user_envs:make_sized", "--env-options", "size", "9"])
+    assert cfg.preset == "classic" and cfg.env_options == {"size": 9}
+    assert envs.spec_of(cfg.env_id, **cfg.env_options).obs_shape == (9,)
+
+
 def test_a_user_env_trains_from_the_cli(tmp_path, capsys):
     run_dir = str(tmp_path / "run")
     run_cli(["--env-id", "user_envs:make_walk", "--run-dir", run_dir, *TINY_FLAGS], capsys)

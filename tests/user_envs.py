@@ -121,3 +121,8 @@ def gymnasium_with_dict_obs():
         action_space = spaces.Discrete(2)
 
     return DictEnv()
+
+
+def make_sized(size: int) -> JaxEnv:
+    """A factory with a required option (`--env-options size N`)."""
+    return make_walk(length=size)
