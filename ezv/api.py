@@ -261,16 +261,21 @@ class Agent:
 
     def _source(self) -> tuple[Any, Any, list[dict[str, Any]], dict[str, Any] | list[dict[str, Any]], list[int]]:
         if self._loaded is None:
-            from ezv import checkpoint as ckpt
             from ezv.export import load_checkpoint_agents
 
-            if self.run_dir is None:
-                raise ValueError("this Agent has no networks yet: call train() first (or load one with "
-                                 "Agent.from_run / Agent.from_file).")
-            path = self.run_dir if self._checkpoint is None else os.path.join(ckpt.checkpoint_dir(self.run_dir),
-                                                                              str(self._checkpoint))
-            self._loaded = load_checkpoint_agents(path)
+            self._loaded = load_checkpoint_agents(self._checkpoint_path())
         return self._loaded
+
+    def _checkpoint_path(self) -> str:
+        """The run directory (its newest checkpoint) or the chosen checkpoint's folder."""
+        from ezv import checkpoint as ckpt
+
+        if self.run_dir is None:
+            raise ValueError("this Agent has no networks yet: call train() first (or load one with "
+                             "Agent.from_run / Agent.from_file).")
+        if self._checkpoint is None:
+            return self.run_dir
+        return os.path.join(ckpt.checkpoint_dir(self.run_dir), str(self._checkpoint))
 
     @property
     def seeds(self) -> list[int]:
@@ -336,13 +341,9 @@ class Agent:
         in `out_dir` (default: the run directory, or the agent file's folder); returns the agent files."""
         from ezv.export import export_run, write_agents
 
+        if self._files is None:  # export_run reads the checkpoint itself
+            return export_run(self._checkpoint_path(), out_dir)
         cfg, spec, variables, info, seeds = self._source()
-        if self._files is None:
-            from ezv import checkpoint as ckpt
-
-            path = self.run_dir if self._checkpoint is None else os.path.join(ckpt.checkpoint_dir(self.run_dir),
-                                                                              str(self._checkpoint))
-            return export_run(path, out_dir)
         infos = [{**meta, "seed": meta.get("seed", s), "env_steps": meta.get("env_steps", 0),
                   "train_steps": meta.get("train_steps", 0)} for meta, s in zip(info, seeds)]
         return write_agents(cfg, spec, variables, infos, out_dir or os.path.dirname(os.path.abspath(self._files[0])))
