@@ -74,7 +74,8 @@ class Checkpointer:
         )
         self.manager.wait_until_finished()
         where = os.path.join(self.directory, str(step))
-        write_checksums(where)
+        if jax.process_index() == 0:  # orbax has gathered every process's shards by now
+            write_checksums(where)
         return where
 
     def close(self) -> None:

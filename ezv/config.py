@@ -238,7 +238,7 @@ class Config:
     resume: str | None = run_setting(None)
     resume_step: int | None = run_setting(None)  # with --resume: continue from this checkpoint instead of the newest
     num_seeds: int = 1  # train seeds seed, seed+1, ... as independent runs in one compiled program (vmap)
-    devices: int = 1  # data-parallel over this many local devices (envs and learner batch split)
+    devices: int = 1  # data-parallel over this many devices, every process's together (envs and batch split)
     tensorboard: bool = run_setting(True)  # TensorBoard event files in RUN_DIR/tensorboard
     wandb: bool = run_setting(False)  # also log to Weights & Biases (needs `pip install wandb`)
     wandb_project: str = run_setting("ezv")  # the W&B project of --wandb
@@ -633,11 +633,11 @@ def make_config(env_id: str | None = None, preset: str = "auto", **overrides: An
     return dataclasses.replace(cfg, preset=preset if preset in PRESET_NAMES else base.preset)
 
 
-def validate(cfg: Config, spec: Any, local_devices: int | None = None) -> None:
+def validate(cfg: Config, spec: Any) -> None:
     """Everything that would stop a run, checked once before anything compiles (`Program` calls it
     after building the envs, whose spec it needs); one line per problem, saying what to change."""
     errors = [*_loop_errors(cfg), *_learner_errors(cfg), *_search_errors(cfg, spec), *_family_errors(cfg, spec),
-              *_delay_errors(cfg), *_layout_errors(cfg, spec.backend, local_devices), *_run_errors(cfg)]
+              *_delay_errors(cfg), *_layout_errors(cfg, spec.backend), *_run_errors(cfg)]
     if errors:
         raise ConfigError("\n".join(errors))
 
@@ -789,20 +789,18 @@ def _delay_errors(cfg: Config) -> list[str]:
     return errors
 
 
-def _layout_errors(cfg: Config, backend: str, local_devices: int | None) -> list[str]:
-    """Seed and device settings this backend and machine can run."""
+def _layout_errors(cfg: Config, backend: str) -> list[str]:
+    """Seed and device settings this backend and these processes' devices can run."""
+    from ezv import distributed
+
     errors = []
     if cfg.num_seeds < 1:
         errors.append(f"--num-seeds must be >= 1 (got {cfg.num_seeds}).")
     if cfg.devices < 1:
         errors.append(f"--devices must be >= 1 (got {cfg.devices}).")
-    elif cfg.devices > 1:
-        import jax
-
-        available = jax.local_device_count() if local_devices is None else local_devices
-        if cfg.devices > available:
-            errors.append(f"--devices {cfg.devices} but this machine has {available} local "
-                          f"{jax.default_backend()} device(s); use --devices {available} or fewer.")
+        return errors
+    errors += distributed.layout_errors(cfg.devices)
+    if cfg.devices > 1:
         if backend in ("envpool", "gymnasium"):
             errors.append(f"--devices > 1 needs a pure-JAX env (gymnax, dmc/..., brax/..., your own JAX env): "
                           f"{backend}'s envs live in one host process and cannot be split across devices. Use "

@@ -142,6 +142,16 @@ class RunLog:
             self.wandb.finish()
 
 
+class NoLog:
+    """The log of a multi-process run's processes other than 0 (which writes the rows for all)."""
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _wandb_run(path: str, cfg: Any):
     try:
         import wandb
@@ -167,9 +177,10 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 class Progress:
     """A rich progress bar (env steps, steps/s, updates/s, ETA, latest returns), or plain lines."""
 
-    def __init__(self, total_env_steps: int, quiet: bool):
+    def __init__(self, total_env_steps: int, quiet: bool, silent: bool = False):
         self.total = total_env_steps
-        self.quiet = quiet or not sys.stdout.isatty()
+        self.quiet = quiet or silent or not sys.stdout.isatty()
+        self.silent = silent  # a multi-process run's other processes: process 0 reports for all
         self.bar = None
         if not self.quiet:
             from rich.progress import (
@@ -194,6 +205,8 @@ class Progress:
         for key in ("train_return_mean", "loss"):
             values = [r[key] for r in rows if r.get(key) is not None]
             row[key] = sum(values) / len(values) if values else None
+        if self.silent:
+            return
         rates = f"{steps_per_s:,.0f} steps/s {updates_per_s:,.1f} upd/s"
         returns = f"train {_fmt(row.get('train_return_mean'))} eval {_fmt(eval_return)}"
         if self.bar is not None:
@@ -206,6 +219,8 @@ class Progress:
             print(line, flush=True)
 
     def print(self, message: str) -> None:
+        if self.silent:
+            return
         if self.bar is not None:
             self.bar.console.print(message)
         else:

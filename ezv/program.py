@@ -17,6 +17,8 @@ Layouts of the state pytree (every leaf gets the leading axes):
 - `devices` D > 1: [D, ...] (or [D, N, ...]) sharded over a one-axis mesh with `shard_map`.
   Each device runs num_envs / D envs and its own replay; every update takes batch_size / D
   windows per device and applies the mean gradient, so the replicas' networks stay equal.
+  With several processes (`ezv.distributed`) the mesh spans every process's devices; each process
+  holds its own devices' shards, and reads counters, networks and metrics through `ezv.distributed`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ezv import agent as agent_lib
+from ezv import agent as agent_lib, distributed
 from ezv.agent import CompiledAgent
 from ezv.config import Config, validate
 from ezv.envs.delay import delayed
@@ -87,10 +89,6 @@ def with_delay(cfg: Config, env: Any, max_delay: int) -> Any:
     return delayed(env, max_delay, stochastic=cfg.stochastic_delay, change_prob=cfg.delay_change_prob)
 
 
-def _first(x: Any) -> int:
-    return int(np.asarray(jax.device_get(x)).reshape(-1)[0])
-
-
 class Program:
     """The envs, the agent and the compiled init / chunk / offline / evaluation functions of a run."""
 
@@ -120,7 +118,7 @@ class Program:
             axis_name=AXIS if cfg.devices > 1 else None,
             seed_axis=SEEDS if cfg.num_seeds > 1 else None,
         )
-        self.mesh = Mesh(np.array(jax.devices()[: cfg.devices]), (AXIS,)) if cfg.devices > 1 else None
+        self.mesh = Mesh(np.array(distributed.mesh_devices(cfg.devices)), (AXIS,)) if cfg.devices > 1 else None
         self._compiled_chunk = None
         self._build()
 
@@ -227,13 +225,13 @@ class Program:
 
     def acting_steps(self, state: Any) -> int:
         """Acting steps taken (every env steps once per acting step)."""
-        return _first(self.train_states(state).iteration)
+        return distributed.first_value(self.train_states(state).iteration)
 
     def env_steps(self, state: Any) -> int:
         return self.acting_steps(state) * self.cfg.num_envs
 
     def updates(self, state: Any) -> int:
-        return _first(self.train_states(state).updates)
+        return distributed.first_value(self.train_states(state).updates)
 
     def restart_envs(self, state: Any, key: jax.Array) -> Any:
         """Fresh episodes for envs whose state could not be saved (envpool), after a restore."""
@@ -251,26 +249,27 @@ class Program:
         return jax.tree.map(jnp.copy, state)
 
     def seed_variables(self, state: Any, seed_index: int) -> tuple[Any, Any]:
-        """(params, batch_stats) of one seed (device 0's replica)."""
+        """(params, batch_stats) of one seed (one device's replica: device 0's, or this process's first)."""
         ts = self.train_states(state)
-        pick = []
+        variables = (ts.params, ts.batch_stats)
         if self.mesh is not None:
-            pick.append(0)
+            variables = jax.tree.map(distributed.local_replica, variables)
         if self.num_seeds > 1:
-            pick.append(seed_index)
-
-        def select(x):
-            for i in pick:
-                x = x[i]
-            return x
-
-        return jax.tree.map(select, ts.params), jax.tree.map(select, ts.batch_stats)
+            variables = jax.tree.map(lambda x: x[seed_index], variables)
+        return variables
 
     def model_variables(self, state: Any) -> dict[str, Any]:
-        """{"params", "batch_stats"} of every seed (device 0's replica): what evaluation and export need."""
+        """{"params", "batch_stats"} of every seed (device 0's replica): what a checkpoint's `model` holds. With
+        several processes, an array replicated on every device (each process saves what it holds)."""
         ts = self.train_states(state)
         model = {"params": ts.params, "batch_stats": ts.batch_stats}
-        return jax.tree.map(lambda x: x[0], model) if self.mesh is not None else model
+        if self.mesh is None:
+            return model
+        if distributed.process_count() == 1:
+            return jax.tree.map(lambda x: x[0], model)
+        replicate = jax.jit(lambda tree: jax.tree.map(lambda x: x[0], tree),
+                            out_shardings=NamedSharding(self.mesh, P()))
+        return replicate(model)
 
     def evaluate_seeds(self, state: Any, env_steps: int, max_steps: int | None = None,
                        delay: int | None = None) -> list[dict[str, np.ndarray]]:
@@ -285,7 +284,7 @@ class Program:
             ts = self.train_states(state)
             params, stats = ts.params, ts.batch_stats
             if self.mesh is not None:
-                params, stats = jax.tree.map(lambda x: x[0], (params, stats))
+                params, stats = jax.tree.map(distributed.local_replica, (params, stats))
             out = jax.device_get(self._evaluate_seeds[delay](params, stats, eval_keys, limit))
             return [{k: v[i] for k, v in out.items()} for i in range(self.num_seeds)]
         results = []
@@ -296,7 +295,7 @@ class Program:
 
     def seed_metrics(self, metrics: dict[str, jax.Array]) -> list[dict[str, np.ndarray]]:
         """Per seed, each metric over the chunk's iterations (or updates), summed or averaged over devices."""
-        host = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
+        host = {k: np.asarray(v) for k, v in distributed.gather(metrics).items()}
         rows = []
         for i in range(self.num_seeds):
             row = {}

@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ezv import __version__, checkpoint as ckpt, logger
+from ezv import __version__, checkpoint as ckpt, distributed, logger
 from ezv.best import BestKeeper
 from ezv.config import Config, ConfigError, config_from_plain, resume_differences, to_plain, write_run_config
 from ezv.envs.core import spec_to_dict
@@ -38,29 +38,37 @@ class Run:
         # whose state could not be saved, so that it does not replay the first run's episodes.
         self.program = Program(cfg, env_seed_offset=meta["env_steps"] if self.resuming else 0)
         self.spec = self.program.env.spec
+        self.writer = distributed.is_writer()  # process 0 of a multi-process run; the process otherwise
         if not self.resuming:
-            self.run_dir = logger.create_run_dir(cfg.run_dir or logger.default_run_dir(cfg.env_id, cfg.seed))
+            # One process creates the run directory (a default one is named by the clock) and all use it.
+            self.run_dir = distributed.agree(
+                lambda: logger.create_run_dir(cfg.run_dir or logger.default_run_dir(cfg.env_id, cfg.seed)),
+                "creating the run directory")
             self.step = 0
         self.cfg = cfg = dataclasses.replace(cfg, run_dir=self.run_dir)
         self.started = time.perf_counter()
         # Restored before anything in the run directory changes, and before the progress display
         # takes the terminal: a bad checkpoint leaves both as they were.
         restored = ckpt.restore_state(self.run_dir, self.step, self.program.abstract_state()) if self.resuming else None
-        self.progress = logger.Progress(cfg.total_env_steps, cfg.quiet)
+        self.progress = logger.Progress(cfg.total_env_steps, cfg.quiet, silent=not self.writer)
         try:
             if self.resuming:
                 self._continue_from(restored, meta)
             else:
                 self.state, self.env_steps, self.offline_done, self.wall0 = self.program.init(), 0, 0, 0.0
-            write_run_config(self.run_dir, cfg, self._metadata(), keep_previous=self.resuming)
-            self.log = logger.RunLog(self.run_dir, cfg, purge_step=self.step if self.resuming else None)
+            if self.writer:
+                write_run_config(self.run_dir, cfg, self._metadata(), keep_previous=self.resuming)
+            self.log = (logger.RunLog(self.run_dir, cfg, purge_step=self.step if self.resuming else None)
+                        if self.writer else logger.NoLog())
         except BaseException:
             self.progress.close()
             raise
         self.progress.print(f"ezv {cfg.env_id} ({cfg.preset} preset, {cfg.num_seeds} seed(s), {cfg.devices} "
                             f"device(s)), run dir {self.run_dir}")
         self.checkpointer = ckpt.Checkpointer(self.run_dir, cfg.keep_checkpoints)
-        self.best = BestKeeper(self.run_dir, cfg, self.spec, resumed_at=self.step if self.resuming else None)
+        self.best = (BestKeeper(self.run_dir, cfg, self.spec, resumed_at=self.step if self.resuming else None)
+                     if self.writer else None)
+        distributed.barrier("ezv-run-ready")  # process 0 has moved whatever a resume sets aside
         self.last_saved = self.step if self.resuming else None
         self.pause_at: int | None = None
         self.last_eval: float | None = None
@@ -100,6 +108,13 @@ class Run:
             self.state = program.restart_envs(self.state, jax.random.PRNGKey(self.cfg.seed + 20_000 + self.env_steps))
             self.progress.print(f"{self.spec.backend}'s env state lives outside JAX: the envs restart from fresh "
                                 "episodes (the replay, networks, optimiser and counters are restored).")
+        was, now = meta.get("processes", 1), distributed.process_count()
+        if was != now:
+            self.progress.print(f"checkpoint {step} was saved by {was} process(es) and is restored by {now}: the "
+                                f"run keeps its {self.cfg.devices} device(s), each with its own envs and replay, so it "
+                                "goes on exactly as it would have.")
+        if not self.writer:
+            return
         logger.rewind_metrics(self.run_dir, step)
         for moved in ckpt.set_aside_after(self.run_dir, step):
             self.progress.print(f"a checkpoint newer than {step} was moved to {moved}")
@@ -121,6 +136,7 @@ class Run:
             },
             "versions": {"ezv": __version__, "jax": jax.__version__},
             "device": str(jax.devices()[0]),
+            "processes": jax.process_count(),
         }
 
     # --- the loops ---------------------------------------------------------------------------
@@ -142,6 +158,15 @@ class Run:
             where = (f"the last good checkpoint is {last}" if self.last_saved is not None
                      else "no checkpoint was written before it")
             raise Diverged(f"{e} The run stops; {where} (nothing after it was saved).") from None
+        except Exception as e:
+            if not distributed.is_peer_failure(e):
+                raise
+            kept = (f"its newest checkpoint is {self.last_saved}; resume it with the same command and --resume "
+                    f"{self.run_dir} on every process" if self.last_saved is not None
+                    else "no checkpoint was written yet: start it again with another --run-dir")
+            raise distributed.PeerFailure(
+                f"another process of this run stopped or lost its connection at {self.env_steps} env steps "
+                f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200]}); this process stops too; {kept}.") from e
         except KeyboardInterrupt:
             saved = (f"its newest checkpoint is {self.last_saved}; continue it with `python -m ezv.train --resume "
                      f"{self.run_dir}`" if self.last_saved is not None else "no checkpoint was written yet")
@@ -150,8 +175,9 @@ class Run:
             raise
         finally:
             self.close()
-        print(f"done in {time.perf_counter() - self.started:.0f}s; final eval return {self.last_eval}; metrics in "
-              f"{self.run_dir}/metrics.jsonl")
+        if self.writer:
+            print(f"done in {time.perf_counter() - self.started:.0f}s; final eval return {self.last_eval}; metrics "
+                  f"in {self.run_dir}/metrics.jsonl")
         return self.run_dir
 
     def collect(self) -> None:
@@ -230,7 +256,10 @@ class Run:
 
     def evaluate_into(self, rows: list[dict], final: bool = False) -> None:
         """One evaluation per seed, added to that seed's row; periodic ones stop episodes at
-        `eval_max_episode_steps`, the run's final one plays them to the env's cap."""
+        `eval_max_episode_steps`, the run's final one plays them to the env's cap. Process 0 alone
+        evaluates a multi-process run (the networks are the same everywhere; only it writes rows)."""
+        if not self.writer:
+            return
         max_steps = None if final else self.cfg.eval_max_episode_steps
         for i, (row, result) in enumerate(zip(rows, self.program.evaluate_seeds(self.state, self.env_steps,
                                                                                  max_steps))):
@@ -249,7 +278,8 @@ class Run:
         program = self.program
         meta = {"env_steps": self.env_steps, "updates": program.updates(self.state),
                 "offline_updates_done": self.offline_done, "wall_s": self.wall(),
-                "config": to_plain(self.cfg), "backend": self.spec.backend, "ezv": __version__}
+                "config": to_plain(self.cfg), "backend": self.spec.backend, "ezv": __version__,
+                "processes": distributed.process_count()}
         self.checkpointer.save(progress_step, self.state, program.model_variables(self.state), meta)
         self.last_saved = progress_step
 

@@ -5,13 +5,17 @@ it (`--help` lists them with the preset's values for the given `--env-id`). The 
 gets `config.yaml`, `metrics.jsonl` (one line per seed per `--log-interval` env steps), TensorBoard
 event files and `checkpoints/`. `--resume RUN_DIR` continues a run from its newest checkpoint;
 `--num-seeds N` trains seeds seed..seed+N-1 in one compiled program; `--devices D` splits the
-envs and the learner batch over D local devices.
+envs and the learner batch over D devices. Several processes (hosts) train one run when each is
+started with the same command plus `--distributed` (SLURM, Open MPI, Kubernetes, TPU) or
+`--coordinator-address HOST:PORT --num-processes N --process-id I`; `--devices` then counts every
+process's devices (README, "Several hosts").
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from typing import Sequence
 
@@ -20,6 +24,7 @@ from ezv.metrics import Diverged
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
+EXIT_PEER_FAILED = 4  # another process of a multi-process run stopped
 EXIT_INTERRUPTED = 130  # the shell's code for SIGINT
 
 
@@ -86,19 +91,28 @@ def train(cfg: Config) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     import ezv.envs as envs
-    from ezv import compile_cache
+    from ezv import compile_cache, distributed
     from ezv.checkpoint import CheckpointError
     from ezv.envs.gl import RenderingUnavailable
 
     argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        print(distributed.LAUNCH_HELP + "\n")
     compile_cache.enable()
     try:
+        launch, argv = distributed.parse_launch(argv)
+        distributed.initialize(launch)  # before anything touches a device
         cfg = resolve_config(argv)
         train(cfg)
     except (ConfigError, CheckpointError, envs.UnknownEnvError, envs.EnvOptionError, envs.EnvContractError,
-            RenderingUnavailable, FileExistsError) as e:
+            RenderingUnavailable, FileExistsError, distributed.LaunchError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
+    except distributed.PeerFailure as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # Not sys.exit: JAX's shutdown would wait on the missing process at a barrier, then abort.
+        os._exit(EXIT_PEER_FAILED)
     except Diverged as e:
         print(f"error: training diverged: {e}", file=sys.stderr)
         sys.exit(EXIT_DIVERGED)
