@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "flops": "model FLOPs of an update and an acting iteration per preset (device-independent)",
     "xla_flags": "the search under XLA flag sets that put loops in CUDA graphs (GPU; one process per set)",
     "solve": "whole-process time to a greedy evaluation threshold (CartPole 195), cold and warm compile cache",
+    "multihost": "one run as 1 process x 2 devices vs 2 processes x 1 device (jax.distributed): updates/s, all-reduce",
     "learning": "evaluation return vs env steps and wall-clock over seeds",
     "identity": "refactor check: two short runs must log the same metrics as this machine's baseline",
 }

@@ -121,6 +121,16 @@ def test_a_two_process_run_resumes_exactly_from_its_checkpoint(two_processes, tm
     assert without_timing(read_rows(copy)) == without_timing(read_rows(run_dir))
 
 
+@pytest.mark.slow
+def test_a_one_process_checkpoint_resumes_on_two_processes_with_the_same_devices(one_process_two_devices, tmp_path):
+    run_dir, finished = one_process_two_devices
+    copy = str(tmp_path / "run")
+    shutil.copytree(run_dir, copy)
+    resumed = train_workers(tmp_path, "resume", ["--resume", copy, "--resume-step", "40"], 2)
+    assert [w["digests"][str(w["process"])] for w in resumed] == [finished["digests"]["0"]] * 2
+    assert without_timing(read_rows(copy)) == without_timing(read_rows(run_dir))
+
+
 def test_when_one_process_dies_the_other_stops_with_an_error_within_a_bounded_time(tmp_path):
     port = free_port()
     commands = [[sys.executable, "-m", "ezv.train", *RUN_FLAGS, "--run-dir", str(tmp_path / "run"),
