@@ -270,7 +270,8 @@ def restore_model(run_dir: str, step: int) -> dict[str, Any]:
     manager = _manager(checkpoint_dir(run_dir), None, read_only=True)
     where = os.path.join(checkpoint_dir(run_dir), str(step))
     try:
-        restored = manager.restore(step, args=ocp.args.Composite(model=ocp.args.StandardRestore()))
+        restored = manager.restore(step, args=ocp.args.Composite(model=ocp.args.StandardRestore(
+            _on_this_device(manager, step))))
     except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for damaged files
         first_line = str(e).splitlines()[0][:300]
         raise CheckpointError(f"the networks of checkpoint {where!r} could not be read ({type(e).__name__}: "
@@ -278,6 +279,23 @@ def restore_model(run_dir: str, step: int) -> dict[str, Any]:
     finally:
         manager.close()
     return jax.tree.map(np.asarray, restored["model"])
+
+
+def _on_this_device(manager, step: int) -> Any:
+    """The saved networks' shapes, placed on this process's first device: a multi-process run saves them
+    replicated over its whole mesh, whose other processes' devices a later reader does not have (None if the
+    metadata cannot say: orbax then restores as saved)."""
+    try:
+        tree = manager.item_metadata(step)["model"]
+    except Exception:  # noqa: BLE001 - then the restore itself reports the problem
+        return None
+    if tree is None:
+        return None
+    tree = getattr(tree, "tree", tree)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    is_array = lambda x: hasattr(x, "shape") and hasattr(x, "dtype")  # noqa: E731
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(tuple(x.shape), x.dtype, sharding=device), tree,
+                        is_leaf=is_array)
 
 
 def _path_name(path: tuple) -> str:

@@ -65,7 +65,7 @@ LAUNCH_HELP = """several processes (see README "Several hosts"):
 def parse_launch(argv: Sequence[str], environ: dict[str, str] | None = None) -> tuple[Launch, list[str]]:
     """The launch flags (with the JAX_* environment variables as their defaults) and the other flags."""
     env = os.environ if environ is None else environ
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--distributed", action="store_true")
     parser.add_argument("--coordinator-address", "--coordinator_address", default=env.get("JAX_COORDINATOR_ADDRESS"))
     parser.add_argument("--num-processes", "--num_processes", default=env.get("JAX_NUM_PROCESSES"))
@@ -124,6 +124,10 @@ def initialize(launch: Launch) -> None:
                                    heartbeat_timeout_seconds=launch.heartbeat_timeout_s)
     except (RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        if launch.auto and launch.coordinator_address is None:
+            raise LaunchError(f"--distributed found no cluster JAX knows (SLURM, Open MPI, Kubernetes, Cloud TPU): "
+                              f"{first}. Elsewhere give --coordinator-address, --num-processes and --process-id "
+                              "instead.") from e
         raise LaunchError(
             f"could not join the run's other processes ({first}). Every process must be started with the same "
             f"--coordinator-address and --num-processes and its own --process-id, within "
@@ -138,6 +142,13 @@ def process_count() -> int:
     import jax
 
     return jax.process_count()
+
+
+def is_multiprocess() -> bool:
+    """Whether this process is one of several (without starting JAX's backend when it is not)."""
+    import jax
+
+    return jax.distributed.is_initialized() and jax.process_count() > 1
 
 
 def is_writer() -> bool:
@@ -184,9 +195,10 @@ def layout_errors(total_devices: int) -> list[str]:
 # --- values every process agrees on -------------------------------------------------------------
 
 
-def agree(make: Callable[[], Any], name: str) -> Any:
+def agree(make: Callable[[], Any], name: str, *errors: type[Exception]) -> Any:
     """`make()` run by process 0 alone, its JSON-able result (or the error it raised) given to every
-    process: one process creates the run directory, and all of them use (or refuse) the same one."""
+    process: one process creates the run directory, and all of them use (or refuse) the same one. An error
+    of a type in `errors` (or FileExistsError, ValueError) is raised as that type everywhere."""
     if process_count() == 1:
         return make()
     from jax.experimental import multihost_utils
@@ -194,7 +206,7 @@ def agree(make: Callable[[], Any], name: str) -> Any:
     if is_writer():
         try:
             message = {"value": make()}
-        except (FileExistsError, OSError, RuntimeError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001 - every process must learn that process 0 failed
             message = {"error": type(e).__name__, "message": str(e)}
         payload = json.dumps(message).encode()
     else:
@@ -204,7 +216,8 @@ def agree(make: Callable[[], Any], name: str) -> Any:
     buffer[:len(payload)] = np.frombuffer(payload, np.uint8)
     message = json.loads(bytes(np.asarray(multihost_utils.broadcast_one_to_all(buffer))).decode())
     if "error" in message:
-        error = {"FileExistsError": FileExistsError, "ValueError": ValueError}.get(message["error"], RuntimeError)
+        known = {e.__name__: e for e in (FileExistsError, ValueError, *errors)}
+        error = known.get(message["error"], RuntimeError)
         raise error(message["message"] + (f" (process 0, while {name})" if not is_writer() else ""))
     return message["value"]
 
@@ -249,6 +262,18 @@ def first_value(x: Any) -> int:
 
 _PEER_SIGNS = ("gloo", "nccl", "connection reset", "connection closed", "coordination service", "heartbeat",
                "unavailable:", "deadline_exceeded", "barrier")
+
+
+def leave(code: int) -> None:
+    """Exit with `code`. A process of a multi-process run leaves at once (flushing its output): a normal exit
+    would wait at JAX's shutdown barrier for processes that are stuck in a collective with it, then abort."""
+    import sys
+
+    if is_multiprocess():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def is_peer_failure(error: BaseException) -> bool:

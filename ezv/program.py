@@ -119,7 +119,7 @@ class Program:
             seed_axis=SEEDS if cfg.num_seeds > 1 else None,
         )
         self.mesh = Mesh(np.array(distributed.mesh_devices(cfg.devices)), (AXIS,)) if cfg.devices > 1 else None
-        self._compiled_chunk = None
+        self._compiled_chunk = self._replicate_first = None
         self._build()
 
     # --- keys -----------------------------------------------------------------------------
@@ -267,9 +267,10 @@ class Program:
             return model
         if distributed.process_count() == 1:
             return jax.tree.map(lambda x: x[0], model)
-        replicate = jax.jit(lambda tree: jax.tree.map(lambda x: x[0], tree),
-                            out_shardings=NamedSharding(self.mesh, P()))
-        return replicate(model)
+        if self._replicate_first is None:  # one compiled program for every save
+            self._replicate_first = jax.jit(lambda tree: jax.tree.map(lambda x: x[0], tree),
+                                            out_shardings=NamedSharding(self.mesh, P()))
+        return self._replicate_first(model)
 
     def evaluate_seeds(self, state: Any, env_steps: int, max_steps: int | None = None,
                        delay: int | None = None) -> list[dict[str, np.ndarray]]:

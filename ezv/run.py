@@ -65,10 +65,10 @@ class Run:
             raise
         self.progress.print(f"ezv {cfg.env_id} ({cfg.preset} preset, {cfg.num_seeds} seed(s), {cfg.devices} "
                             f"device(s)), run dir {self.run_dir}")
+        distributed.barrier("ezv-run-ready")  # process 0 has moved whatever a resume sets aside
         self.checkpointer = ckpt.Checkpointer(self.run_dir, cfg.keep_checkpoints)
         self.best = (BestKeeper(self.run_dir, cfg, self.spec, resumed_at=self.step if self.resuming else None)
                      if self.writer else None)
-        distributed.barrier("ezv-run-ready")  # process 0 has moved whatever a resume sets aside
         self.last_saved = self.step if self.resuming else None
         self.pause_at: int | None = None
         self.last_eval: float | None = None
@@ -78,7 +78,10 @@ class Run:
 
     def _checkpoint_to_resume(self, cfg: Config) -> dict[str, Any]:
         """The checkpoint's metadata, after checking it exists and was made with this config."""
-        run_dir, step = ckpt.locate(cfg.resume) if cfg.resume_step is None else (cfg.resume, cfg.resume_step)
+        # Process 0 picks the newest checkpoint for all (a shared filesystem may show them late elsewhere).
+        run_dir, step = ((cfg.resume, cfg.resume_step) if cfg.resume_step is not None else
+                         distributed.agree(lambda: list(ckpt.locate(cfg.resume)), "finding the checkpoint",
+                                           ckpt.CheckpointError))
         if step not in ckpt.available_steps(run_dir):
             raise ckpt.CheckpointError(f"no complete checkpoint {step} in {ckpt.checkpoint_dir(run_dir)!r}; complete "
                                        f"ones: {ckpt.available_steps(run_dir) or 'none'}.")
@@ -256,15 +259,15 @@ class Run:
 
     def evaluate_into(self, rows: list[dict], final: bool = False) -> None:
         """One evaluation per seed, added to that seed's row; periodic ones stop episodes at
-        `eval_max_episode_steps`, the run's final one plays them to the env's cap. Process 0 alone
-        evaluates a multi-process run (the networks are the same everywhere; only it writes rows)."""
-        if not self.writer:
-            return
+        `eval_max_episode_steps`, the run's final one plays them to the env's cap. Every process of a
+        multi-process run evaluates the same networks on the same episodes (the others would only wait for
+        process 0 at the next checkpoint's barrier); process 0 writes the rows and keeps the best."""
         max_steps = None if final else self.cfg.eval_max_episode_steps
         for i, (row, result) in enumerate(zip(rows, self.program.evaluate_seeds(self.state, self.env_steps,
                                                                                  max_steps))):
             row.update(eval_row(result))
-            self.best.offer(row["seed"], row, logger.row_progress(row), lambda i=i: self._seed_model(i))
+            if self.best is not None:
+                self.best.offer(row["seed"], row, logger.row_progress(row), lambda i=i: self._seed_model(i))
         for delay in self.program.delay_eval_envs:
             for row, result in zip(rows, self.program.evaluate_seeds(self.state, self.env_steps, max_steps, delay)):
                 row.update(eval_row(result, prefix=f"eval_delay{delay}_"))

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
+import traceback
 from typing import Sequence
 
 from ezv.config import PRESET_NAMES, Config, ConfigError, auto_preset_name, load_preset, load_run_config
@@ -107,17 +107,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (ConfigError, CheckpointError, envs.UnknownEnvError, envs.EnvOptionError, envs.EnvContractError,
             RenderingUnavailable, FileExistsError, distributed.LaunchError) as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
-    except distributed.PeerFailure as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        # Not sys.exit: JAX's shutdown would wait on the missing process at a barrier, then abort.
-        os._exit(EXIT_PEER_FAILED)
+        distributed.leave(EXIT_BAD_INPUT)
     except Diverged as e:
         print(f"error: training diverged: {e}", file=sys.stderr)
-        sys.exit(EXIT_DIVERGED)
+        distributed.leave(EXIT_DIVERGED)
+    except distributed.PeerFailure as e:
+        traceback.print_exception(e.__cause__ or e, file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
+        distributed.leave(EXIT_PEER_FAILED)
     except KeyboardInterrupt:  # Ctrl-C or SIGINT: the run said what it kept; no traceback
-        sys.exit(EXIT_INTERRUPTED)
+        distributed.leave(EXIT_INTERRUPTED)
+    except Exception:
+        if not distributed.is_multiprocess():
+            raise
+        # Anything else, on one process of several: the others must not wait for it at a collective.
+        traceback.print_exc()
+        distributed.leave(1)
 
 
 if __name__ == "__main__":

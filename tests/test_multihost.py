@@ -112,6 +112,15 @@ def test_process_zero_alone_writes_the_run_and_every_process_its_checkpoint_shar
     assert os.path.exists(os.path.join(run_dir, "best", "seed0.ezv"))
 
 
+def test_a_two_process_checkpoint_is_exported_by_one_process_with_one_device(two_processes, tmp_path):
+    from ezv.export import export_run
+    from ezv.inference import load_agent
+
+    run_dir, _ = two_processes
+    (path,) = [p for p in export_run(run_dir, str(tmp_path)) if p.endswith(".ezv")]
+    assert load_agent(path).meta["seed"] == 0
+
+
 def test_a_two_process_run_resumes_exactly_from_its_checkpoint(two_processes, tmp_path):
     run_dir, finished = two_processes
     copy = str(tmp_path / "run")
