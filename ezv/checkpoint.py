@@ -281,21 +281,30 @@ def restore_model(run_dir: str, step: int) -> dict[str, Any]:
     return jax.tree.map(np.asarray, restored["model"])
 
 
+def _is_array(x: Any) -> bool:
+    return hasattr(x, "shape") and hasattr(x, "dtype")
+
+
+def _saved_tree(manager, step: int, item: str) -> Any:
+    """The saved item's tree of array metadata (shapes, dtypes), or None if the checkpoint's metadata cannot
+    say (then the restore itself reports the problem)."""
+    try:
+        meta = manager.item_metadata(step)[item]
+    except Exception:  # noqa: BLE001
+        return None
+    return None if meta is None else getattr(meta, "tree", meta)
+
+
 def _on_this_device(manager, step: int) -> Any:
     """The saved networks' shapes, placed on this process's first device: a multi-process run saves them
     replicated over its whole mesh, whose other processes' devices a later reader does not have (None if the
     metadata cannot say: orbax then restores as saved)."""
-    try:
-        tree = manager.item_metadata(step)["model"]
-    except Exception:  # noqa: BLE001 - then the restore itself reports the problem
-        return None
+    tree = _saved_tree(manager, step, "model")
     if tree is None:
         return None
-    tree = getattr(tree, "tree", tree)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    is_array = lambda x: hasattr(x, "shape") and hasattr(x, "dtype")  # noqa: E731
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(tuple(x.shape), x.dtype, sharding=device), tree,
-                        is_leaf=is_array)
+                        is_leaf=_is_array)
 
 
 def _path_name(path: tuple) -> str:
@@ -320,16 +329,11 @@ def _shape_signature(tree: Any) -> dict[str, str]:
 def _saved_shapes(manager, step: int) -> dict[str, str] | None:
     """Shapes and dtypes of the saved state's leaves, keyed like `_shape_signature`, or None if
     the checkpoint's metadata cannot say."""
-    try:
-        meta = manager.item_metadata(step)["state"]
-    except Exception:  # noqa: BLE001 - then the restore itself reports the problem
+    tree = _saved_tree(manager, step, "state")
+    if tree is None:
         return None
-    if meta is None:
-        return None
-    tree = getattr(meta, "tree", meta)
     try:
-        is_array = lambda x: hasattr(x, "shape") and hasattr(x, "dtype")  # noqa: E731
-        leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_array)[0]
+        leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_array)[0]
         return {_path_name(path): f"{tuple(x.shape)} {np.dtype(x.dtype).name}" for path, x in leaves}
     except Exception:  # noqa: BLE001
         return None

@@ -169,7 +169,8 @@ class Run:
                     else "no checkpoint was written yet: start it again with another --run-dir")
             raise distributed.PeerFailure(
                 f"another process of this run stopped or lost its connection at {self.env_steps} env steps "
-                f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200]}); this process stops too; {kept}.") from e
+                f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200]}; the whole error is above: if it names "
+                f"no peer, the cause may be this process's own); this process stops too; {kept}.") from e
         except KeyboardInterrupt:
             saved = (f"its newest checkpoint is {self.last_saved}; continue it with `python -m ezv.train --resume "
                      f"{self.run_dir}`" if self.last_saved is not None else "no checkpoint was written yet")
