@@ -276,6 +276,22 @@ def leave(code: int) -> None:
     sys.exit(code)
 
 
+def peer_failure(error: BaseException, env_steps: int, run_dir: str, last_saved: int | None) -> PeerFailure:
+    """What a process says when a collective broke under it: where the run stands and how to go on."""
+    kept = (f"its newest checkpoint is {last_saved}; resume it with the same command and --resume {run_dir} on every "
+            "process" if last_saved is not None else "no checkpoint was written yet: start it again with another "
+            "--run-dir")
+    first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    return PeerFailure(f"another process of this run stopped or lost its connection at {env_steps} env steps "
+                       f"({type(error).__name__}: {first}; the whole error is above: if it names no peer, the cause "
+                       f"may be this process's own); this process stops too; {kept}.")
+
+
+def count_changed(step: int, was: int, devices: int) -> str:
+    return (f"checkpoint {step} was saved by {was} process(es) and is restored by {process_count()}: the run keeps "
+            f"its {devices} device(s), each with its own envs and replay, so it goes on exactly as it would have.")
+
+
 def is_peer_failure(error: BaseException) -> bool:
     """Whether an error raised in a collective means another process has gone (only in a multi-process run)."""
     if process_count() == 1:

@@ -28,6 +28,25 @@ from ezv.metrics import Diverged, check_finite, eval_row, mean_present, summariz
 from ezv.program import Program
 
 
+def run_metadata(cfg: Config, program: Program) -> dict[str, Any]:
+    """What `config.yaml` records beside the config: the env spec and the values derived from both."""
+    model = program.agent.model
+    return {
+        "env_spec": spec_to_dict(program.env.spec),  # what `ezv.export` needs to rebuild the network
+        "derived": {
+            "num_simulations": model.num_simulations,
+            "max_considered_actions": model.considered,
+            "updates_per_iteration": cfg.updates_per_iteration,
+            "learn_every_iterations": cfg.learn_every,
+            "total_updates": cfg.total_updates,
+            "seeds": [cfg.seed + i for i in range(cfg.num_seeds)],
+        },
+        "versions": {"ezv": __version__, "jax": jax.__version__},
+        "device": str(jax.devices()[0]),
+        "processes": jax.process_count(),
+    }
+
+
 class Run:
     """The host loop's state: the program and its device state, the counters, the log and checkpointer."""
 
@@ -57,7 +76,7 @@ class Run:
             else:
                 self.state, self.env_steps, self.offline_done, self.wall0 = self.program.init(), 0, 0, 0.0
             if self.writer:
-                write_run_config(self.run_dir, cfg, self._metadata(), keep_previous=self.resuming)
+                write_run_config(self.run_dir, cfg, run_metadata(cfg, self.program), keep_previous=self.resuming)
             self.log = (logger.RunLog(self.run_dir, cfg, purge_step=self.step if self.resuming else None)
                         if self.writer else logger.NoLog())
         except BaseException:
@@ -111,11 +130,8 @@ class Run:
             self.state = program.restart_envs(self.state, jax.random.PRNGKey(self.cfg.seed + 20_000 + self.env_steps))
             self.progress.print(f"{self.spec.backend}'s env state lives outside JAX: the envs restart from fresh "
                                 "episodes (the replay, networks, optimiser and counters are restored).")
-        was, now = meta.get("processes", 1), distributed.process_count()
-        if was != now:
-            self.progress.print(f"checkpoint {step} was saved by {was} process(es) and is restored by {now}: the "
-                                f"run keeps its {self.cfg.devices} device(s), each with its own envs and replay, so it "
-                                "goes on exactly as it would have.")
+        if meta.get("processes", 1) != distributed.process_count():
+            self.progress.print(distributed.count_changed(step, meta.get("processes", 1), self.cfg.devices))
         if not self.writer:
             return
         logger.rewind_metrics(self.run_dir, step)
@@ -123,24 +139,6 @@ class Run:
             self.progress.print(f"a checkpoint newer than {step} was moved to {moved}")
         self.progress.print(f"resumed {self.run_dir} from checkpoint {step} ({self.env_steps} env steps, "
                             f"{program.updates(self.state)} updates)")
-
-    def _metadata(self) -> dict[str, Any]:
-        """What `config.yaml` records beside the config: the env spec and the values derived from both."""
-        cfg, model = self.cfg, self.program.agent.model
-        return {
-            "env_spec": spec_to_dict(self.spec),  # what `ezv.export` needs to rebuild the network
-            "derived": {
-                "num_simulations": model.num_simulations,
-                "max_considered_actions": model.considered,
-                "updates_per_iteration": cfg.updates_per_iteration,
-                "learn_every_iterations": cfg.learn_every,
-                "total_updates": cfg.total_updates,
-                "seeds": [cfg.seed + i for i in range(cfg.num_seeds)],
-            },
-            "versions": {"ezv": __version__, "jax": jax.__version__},
-            "device": str(jax.devices()[0]),
-            "processes": jax.process_count(),
-        }
 
     # --- the loops ---------------------------------------------------------------------------
 
@@ -164,13 +162,7 @@ class Run:
         except Exception as e:
             if not distributed.is_peer_failure(e):
                 raise
-            kept = (f"its newest checkpoint is {self.last_saved}; resume it with the same command and --resume "
-                    f"{self.run_dir} on every process" if self.last_saved is not None
-                    else "no checkpoint was written yet: start it again with another --run-dir")
-            raise distributed.PeerFailure(
-                f"another process of this run stopped or lost its connection at {self.env_steps} env steps "
-                f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200]}; the whole error is above: if it names "
-                f"no peer, the cause may be this process's own); this process stops too; {kept}.") from e
+            raise distributed.peer_failure(e, self.env_steps, self.run_dir, self.last_saved) from e
         except KeyboardInterrupt:
             saved = (f"its newest checkpoint is {self.last_saved}; continue it with `python -m ezv.train --resume "
                      f"{self.run_dir}`" if self.last_saved is not None else "no checkpoint was written yet")
