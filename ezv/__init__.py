@@ -9,13 +9,15 @@ The documented surface (everything else is internal and may change):
     ezv.load_agent       an exported agent file, for inference (`ezv.inference.LoadedAgent.act`)
     ezv.Evaluation, ezv.TrainSummary, ezv.MetricsTable   what Agent's methods return
     ezv.envs             environments: `make`, `register` your own, `JaxEnv`, `check_env`, the spec types
+    ezv.distributed      several processes (hosts) on one run: `initialize(Launch(...))` before anything else
 
 and the command-line tools `python -m ezv.train | ezv.evaluate | ezv.export | ezv.plot`.
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["Agent", "Config", "Evaluation", "MetricsTable", "TrainSummary", "envs", "load_agent", "make_config"]
+__all__ = ["Agent", "Config", "Evaluation", "MetricsTable", "TrainSummary", "distributed", "envs", "load_agent",
+           "make_config"]
 
 # Imported on first use, so that `import ezv` stays cheap (no JAX until something needs it).
 _LAZY = {"Agent": "ezv.api", "Evaluation": "ezv.api", "MetricsTable": "ezv.api", "TrainSummary": "ezv.api",
@@ -33,8 +35,8 @@ def load_agent(path: str):
 def __getattr__(name: str):
     import importlib
 
-    if name == "envs":
-        return importlib.import_module("ezv.envs")
+    if name in ("envs", "distributed"):
+        return importlib.import_module(f"ezv.{name}")
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'ezv' has no attribute {name!r}")
