@@ -28,8 +28,6 @@ LAYOUTS = {"1x1": (1, 1), "1x2": (1, 2), "2x1": (2, 1)}  # name: (processes, dev
 def _worker(out: str, env_id: str, iterations: int, chunks: int, devices: int) -> None:
     import jax
     import jax.flatten_util
-    import jax.numpy as jnp
-    from jax.sharding import Mesh, PartitionSpec as P
 
     from benchmarks.common import machine
     from benchmarks.loop import bench_config
@@ -57,18 +55,20 @@ def _worker(out: str, env_id: str, iterations: int, chunks: int, devices: int) -
                env_steps_per_s=(program.env_steps(state) - steps0) / seconds,
                updates_per_s=(program.updates(state) - updates0) / seconds, machine=machine())
     if devices > 1:
-        row["allreduce_ms"] = 1e3 * _time_allreduce(Mesh(program.mesh.devices, (AXIS,)), floats, AXIS, jnp, P)
+        row["allreduce_ms"] = 1e3 * _time_allreduce(program.mesh, floats, AXIS)
         row["allreduce_share"] = row["allreduce_ms"] / 1e3 * row["updates_per_s"]
     if distributed.is_writer():
         with open(out, "w") as f:
             json.dump(row, f)
 
 
-def _time_allreduce(mesh, floats: int, axis: str, jnp, P, repeats: int = 50) -> float:
+def _time_allreduce(mesh, floats: int, axis: str, repeats: int = 50) -> float:
     """Median seconds of the update's one all-reduce (a pmean of `floats` float32) over the mesh."""
     import statistics
 
     import jax
+    import jax.numpy as jnp
+    from jax.sharding import PartitionSpec as P
 
     def shard(fn, in_specs):
         return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=P(axis), check_vma=False))

@@ -201,12 +201,12 @@ class Progress:
     def update(self, rows: list[dict[str, Any]], steps_per_s: float, updates_per_s: float,
                eval_return: float | None) -> None:
         """One chunk's rows (one per seed): the bar shows their mean returns."""
+        if self.silent:
+            return
         row = dict(rows[0])
         for key in ("train_return_mean", "loss"):
             values = [r[key] for r in rows if r.get(key) is not None]
             row[key] = sum(values) / len(values) if values else None
-        if self.silent:
-            return
         rates = f"{steps_per_s:,.0f} steps/s {updates_per_s:,.1f} upd/s"
         returns = f"train {_fmt(row.get('train_return_mean'))} eval {_fmt(eval_return)}"
         if self.bar is not None:
