@@ -32,7 +32,7 @@ import numpy as np
 from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ezv import agent as agent_lib, distributed
+from ezv import agent as agent_lib, distributed, memory
 from ezv.agent import CompiledAgent
 from ezv.config import Config, validate
 from ezv.envs.delay import delayed
@@ -210,8 +210,10 @@ class Program:
         return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
     def compile(self, state: Any) -> None:
-        """Compile the training chunk for this state ahead of the first call (to time it apart)."""
+        """Compile the training chunk for this state ahead of the first call (to time it apart), and refuse one
+        that would not fit its devices' free memory (`ezv.memory`)."""
         self._compiled_chunk = self._chunk.lower(state, jnp.int32(self.acting_steps(state))).compile()
+        memory.check_chunk_fits(self.cfg, self._compiled_chunk, memory.local_devices(self.mesh))
 
     def chunk(self, state: Any) -> tuple[Any, dict[str, jax.Array]]:
         fn = self._compiled_chunk or self._chunk
