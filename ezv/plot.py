@@ -94,8 +94,17 @@ def curve_stats(curves: list[list[tuple[int, float]]], seed: int = 0) -> list[tu
 CURVE_COLORS = ("tab:blue", "tab:brown", "tab:cyan", "tab:olive", "tab:pink", "tab:gray")
 
 
+def env_steps_label(steps: float, _position: Any = None) -> str:
+    """An axis tick: 500, 4k, 12.5k, 1.2M."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(steps) >= scale:
+            return f"{steps / scale:.4g}{suffix}"
+    return f"{steps:.4g}"
+
+
 def plot(envs: dict[str, dict[str, dict[str, Any]]], out: str) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -129,6 +138,8 @@ def plot(envs: dict[str, dict[str, dict[str, Any]]], out: str) -> None:
             ax.axhline(value, color="tab:red", linestyle="--", linewidth=1, label=label)
         ax.set_title(env_id)
         ax.set_xlabel("env steps")
+        # 100000 and 110000 side by side run into each other at this width: 100k, 110k.
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(env_steps_label))
         ax.set_ylabel("evaluation return")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

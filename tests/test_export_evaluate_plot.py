@@ -134,3 +134,10 @@ def test_plot_tells_runs_at_different_execution_delays_apart():
     assert variant_name({"preset": "classic", "delay": 15, "stochastic_delay": True, "forward": True}) == (
         "classic, delay ≤ 15 stochastic, forward")
     assert variant_name({"preset": "classic", "delay": 5, "forward": False}) == "classic, delay 5, oblivious"
+
+
+def test_plot_labels_env_steps_compactly_so_that_neighbouring_ticks_do_not_run_together():
+    from ezv.plot import env_steps_label
+
+    assert [env_steps_label(x) for x in (0, 500, 4000, 12_500, 110_000, 1_200_000)] == [
+        "0", "500", "4k", "12.5k", "110k", "1.2M"]
