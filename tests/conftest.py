@@ -21,6 +21,24 @@ jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: a test process per core, at most 4. Most of the suite's time is XLA compiling, which uses one
+    core; more processes than that would add memory (each holds its modules' compiled programs) and nothing
+    else. The processes share the persistent cache above (xdist's workers inherit this environment)."""
+    return max(1, min(len(os.sched_getaffinity(0)), 4))
+
+
+# The modules that take longest (minutes each, on a 2-core CPU), started first so that the parallel processes
+# (`--dist loadfile`: a module per process at a time) finish together instead of one ending the suite alone.
+LONGEST_FIRST = ("test_modes.py", "test_learning.py", "test_checkpoint_resume.py", "test_delay.py",
+                 "test_multihost.py", "test_agent.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module keeps its order
+
+
 @pytest.fixture(autouse=True, scope="module")
 def release_compiled_programs():
     """Drop every module's compiled programs when it ends. Each XLA:CPU executable keeps its JIT-compiled
