@@ -25,7 +25,8 @@ def pytest_xdist_auto_num_workers(config):
     """`-n auto`: a test process per core, at most 4. Most of the suite's time is XLA compiling, which uses one
     core; more processes than that would add memory (each holds its modules' compiled programs) and nothing
     else. The processes share the persistent cache above (xdist's workers inherit this environment)."""
-    return max(1, min(len(os.sched_getaffinity(0)), 4))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, 4))
 
 
 # The modules that take longest (minutes each, on a 2-core CPU), started first so that the parallel processes
@@ -52,7 +53,7 @@ def release_compiled_programs():
 
 @pytest.fixture(scope="session")
 def straight_run(tmp_path_factory):
-    """400 env steps (10 chunks) of tiny CartPole, uninterrupted."""
+    """400 env steps (10 chunks) of tiny CartPole, uninterrupted (once per test process that needs it)."""
     from ezv.train import main
 
     run_dir = str(tmp_path_factory.mktemp("straight") / "run")
