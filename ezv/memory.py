@@ -83,10 +83,8 @@ def every_process(row: tuple[float, float, float]) -> list[tuple[float, float, f
     others waiting for it in their first collective."""
     if distributed.process_count() == 1:
         return [row]
-    from jax.experimental import multihost_utils
-
-    rows = multihost_utils.process_allgather(np.array(row, np.float32))
-    return [tuple(float(v) for v in r) for r in np.asarray(rows).reshape(-1, 3)]
+    rows = np.asarray(distributed.gather(np.array(row, np.float32))).reshape(-1, 3)
+    return [tuple(float(v) for v in r) for r in rows]
 
 
 def check_chunk_fits(cfg: Config, compiled: Any, devices: list[Any]) -> None:
