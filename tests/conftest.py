@@ -3,6 +3,8 @@ that several tests build (CLI runs, their resumes, subprocess runs) compile once
 the one uninterrupted tiny run that the checkpoint/resume and export/evaluate/plot tests share."""
 
 import atexit
+import contextlib
+import fcntl
 import gc
 import os
 import shutil
@@ -12,6 +14,13 @@ import jax
 import pytest
 
 from cli_helpers import LONG, TINY_FLAGS
+
+# Compiling is most of this suite's time on a CPU. LLVM's expensive passes are a fifth of it (backend compile
+# 102 s -> 82 s for the delayed CLI test) and do not make the tiny programs measurably slower (the learning
+# tests: 365 s vs 339 s); LLVM at -O0 would save twice that but made them 60% slower. XLA reads the flag when the
+# first computation starts its backend (no import above does); subprocess tests inherit it. RESULTS "The test suite".
+FAST_COMPILE = "--xla_llvm_disable_expensive_passes=true"
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
 
 if "EZV_TEST_XLA_CACHE" not in os.environ:  # this session's own cache, removed when it ends
     os.environ["EZV_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="ezv-test-xla-cache-")
@@ -51,11 +60,30 @@ def release_compiled_programs():
     gc.collect()
 
 
+@contextlib.contextmanager
+def file_lock(path):
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def straight_run(tmp_path_factory):
-    """400 env steps (10 chunks) of tiny CartPole, uninterrupted (once per test process that needs it)."""
+    """400 env steps (10 chunks) of tiny CartPole, uninterrupted: run once per session, by the first test
+    process that needs it, while any other process that needs it waits (xdist's processes share the parent
+    of their temporary directories). Read-only for the tests."""
     from ezv.train import main
 
-    run_dir = str(tmp_path_factory.mktemp("straight") / "run")
-    main(["--env-id", "CartPole-v1", "--run-dir", run_dir, *TINY_FLAGS, *LONG])
-    return run_dir
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    run_dir, done = shared / "straight_run", shared / "straight_run.done"
+    with file_lock(shared / "straight_run.lock"):
+        if not done.exists():
+            shutil.rmtree(run_dir, ignore_errors=True)  # what a failed first attempt left
+            main(["--env-id", "CartPole-v1", "--run-dir", str(run_dir), *TINY_FLAGS, *LONG])
+            done.touch()
+    return str(run_dir)

@@ -13,7 +13,8 @@ import pytest
 
 from cli_helpers import TINY_FLAGS
 
-TWO_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+TWO_DEVICES = {"XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2".strip(),
+               "JAX_PLATFORMS": "cpu"}
 
 
 def run_python(code: str, timeout: int = 900) -> dict:
