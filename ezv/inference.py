@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ezv.envs.core import EnvSpec, spec_from_dict, spec_to_dict
+from ezv.envs.delay import DelayObservation
 from ezv.logger import file_safe
 
 FORMAT = "ezv-agent"
@@ -73,7 +74,8 @@ def read_agent_file(path: str) -> dict[str, Any]:
 
 class LoadedAgent:
     """A trained network and its search, for inference: `act(obs, key)` runs the evaluation search
-    (no Gumbel noise; continuous actions: K samples from π) and returns actions as the env takes them."""
+    (no Gumbel noise; continuous actions: K samples from π) and returns actions as the env takes them;
+    `act(obs, key, pending)` plans through an execution delay's pending actions first."""
 
     def __init__(self, cfg: Any, spec: EnvSpec, variables: dict[str, Any], meta: dict[str, Any] | None = None):
         from ezv.model import EZModel
@@ -94,7 +96,13 @@ class LoadedAgent:
         axis (oldest first) for image envs."""
         return self.model.stacked_obs_shape
 
-    def act(self, obs: Any, key: jax.Array) -> jax.Array:
+    def act(self, obs: Any, key: jax.Array, pending: Any = None) -> jax.Array:
+        """The evaluation search's actions for `obs` ([N, *obs_shape] or one observation).
+
+        `pending`: under an execution delay, the actions the env already holds, as the env takes them, the next
+        to execute first ([k, *action] for one observation, [N, k, *action] for N): the search starts from the
+        latent the model predicts after them, as the agent plans in a delayed run (README "Execution delays").
+        None or k = 0: from the observation's own latent."""
         obs = jnp.asarray(obs)
         single = obs.shape == self.obs_shape
         if single:
@@ -102,8 +110,27 @@ class LoadedAgent:
         if obs.shape[1:] != self.obs_shape:
             raise ValueError(f"observations of shape {tuple(obs.shape)}; this agent takes {self.obs_shape} per env "
                              f"(or [N, *{self.obs_shape}]).")
-        actions = self._act(self.variables, obs.astype(self.spec.obs_dtype), key)
+        delay = None if pending is None else self._delay_view(pending, obs.shape[0], single)
+        actions = self._act(self.variables, obs.astype(self.spec.obs_dtype), key, delay)
         return actions[0] if single else actions
+
+    def _delay_view(self, pending: Any, num_envs: int, single: bool) -> DelayObservation | None:
+        space = self.spec.action_space
+        action_shape = () if self.spec.discrete else (space.dim,)
+        pending = np.asarray(pending, np.int32 if self.spec.discrete else np.float32)
+        if single:
+            pending = pending[None]
+        expected = f"[{'' if single else 'N, '}k{''.join(f', {d}' for d in action_shape)}]"
+        if pending.ndim != 2 + len(action_shape) or pending.shape[0] != num_envs or pending.shape[2:] != action_shape:
+            raise ValueError(f"pending actions of shape {tuple(pending.shape[1:] if single else pending.shape)}; "
+                             f"expected {expected}, the next to execute first.")
+        if pending.shape[1] == 0:
+            return None
+        if self.spec.discrete and not ((pending >= 0) & (pending < space.n)).all():
+            raise ValueError(f"pending actions must be in 0..{space.n - 1} ({self.env_id}).")
+        steps = pending.shape[1]
+        return DelayObservation(delay=jnp.full((num_envs,), steps, jnp.int32), pending=jnp.asarray(pending),
+                                executed=jnp.zeros((num_envs, *action_shape), pending.dtype))
 
 
 def load_agent(path: str) -> LoadedAgent:

@@ -306,3 +306,36 @@ def test_the_delay_settings_are_train_flags(capsys):
     for flag in ("--delay INT", "--stochastic-delay", "--delay-change-prob", "--no-forward", "--delay-init",
                  "--eval-delays"):
         assert flag in text
+
+
+def test_an_exported_agent_plans_through_the_pending_actions_it_is_given():
+    """`LoadedAgent.act(obs, key, pending)` acts as the delayed run's evaluation does at a delayed env's step:
+    the d pending actions (the next to execute first) given alone equal the env's padded view of M with delay d;
+    no pending actions is the undelayed policy."""
+    from ezv.envs.delay import DelayObservation
+    from ezv.inference import LoadedAgent
+    from ezv.model import EZModel
+
+    m = 4
+    env = delayed(envs.make("CartPole-v1", 6, seed=0), m, stochastic=True)
+    cfg = tiny_config("classic", delay=m, stochastic_delay=True)
+    model = EZModel(cfg, env.spec)
+    agent = LoadedAgent(cfg, env.spec, model.init_variables(jax.random.PRNGKey(1)))
+    state, ts = env.reset(jax.random.PRNGKey(2))
+    for a in jax.random.randint(jax.random.PRNGKey(3), (5, 6), 0, 2):
+        state, ts = env.step(state, a)
+    key = jax.random.PRNGKey(4)
+    in_run = jax.jit(model.greedy_action)
+    for e in range(6):
+        d = int(ts.delay.delay[e])
+        view = jax.tree.map(lambda x: x[e:e + 1], ts.delay)
+        expected = int(in_run(agent.variables, ts.obs[e:e + 1], key, view)[0])
+        assert int(agent.act(ts.obs[e], key, pending=np.asarray(ts.delay.pending[e, :d]))) == expected
+    undelayed = in_run(agent.variables, ts.obs, key, None)
+    np.testing.assert_array_equal(agent.act(ts.obs, key), undelayed)
+    np.testing.assert_array_equal(agent.act(ts.obs, key, pending=np.zeros((6, 0), int)), undelayed)
+    assert isinstance(ts.delay, DelayObservation)
+    with pytest.raises(ValueError, match=r"expected \[N, k\], the next to execute first"):
+        agent.act(ts.obs, key, pending=np.zeros((5, 2), int))
+    with pytest.raises(ValueError, match="must be in 0..1"):
+        agent.act(ts.obs[0], key, pending=[0, 2])
