@@ -317,17 +317,19 @@ class Agent:
             unfinished += int((~finished).sum())
         return Evaluation(cfg.env_id, tuple(seeds), tuple(returns), tuple(lengths), unfinished)
 
-    def act(self, obs: Any, key: jax.Array, seed: int | None = None, pending: Any = None) -> jax.Array:
+    def act(
+        self, obs: Any, key: jax.Array, *, seed: int | None = None, pending: Any = None, delay: Any = None
+    ) -> jax.Array:
         """Actions of the greedy search for `obs` ([N, *obs_shape] or one observation), as `ezv.load_agent(file)`
-        gives them; `seed`: which trained seed's networks (default the first); `pending`: the actions a delayed
-        env still holds, the next to execute first, to plan through (`LoadedAgent.act`)."""
+        gives them; `seed`: which trained seed's networks (default the first); `pending`, `delay`: plan through an
+        execution delay's pending actions (`LoadedAgent.act`)."""
         from ezv.inference import LoadedAgent
 
         index = self._seed_index(seed)
         if index not in self._inference:
             cfg, spec, variables, _, _ = self._source()
             self._inference[index] = LoadedAgent(cfg, spec, variables[index])
-        return self._inference[index].act(obs, key, pending)
+        return self._inference[index].act(obs, key, pending=pending, delay=delay)
 
     def record(self, path: str, seed: int = 0, agent_seed: int | None = None) -> int:
         """Play one greedy episode (episode seed `seed`) and write it to `path` (.mp4 or .gif); returns its length."""

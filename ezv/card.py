@@ -75,7 +75,7 @@ def write_card(agent_path: str, cfg: Any, spec: Any, info: dict[str, Any]) -> st
     name = os.path.basename(agent_path)
     lines = [*_header(name, cfg, spec, info), *_evaluation(name, cfg, spec, info), "## Training setup", "",
              "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in _highlights(cfg, spec)], "",
-             "The complete config is inside the file (`ezv.load_agent(path).cfg`).", "", *_usage(name, spec)]
+             "The complete config is inside the file (`ezv.load_agent(path).cfg`).", "", *_usage(name, cfg, spec)]
     path = card_path(agent_path)
     write_atomic(path, "\n".join(lines))
     return path
@@ -125,14 +125,16 @@ def _evaluation(name: str, cfg: Any, spec: Any, info: dict[str, Any]) -> list[st
     return lines + ([f"Published reference: {published}", ""] if published else [])
 
 
-def _usage(name: str, spec: Any) -> list[str]:
+def _usage(name: str, cfg: Any, spec: Any) -> list[str]:
     lines = ["## Use", "", "```bash", f"python -m ezv.evaluate {name} --episodes 32      # mean ± std"
              + (", human-normalised" if scores.atari_game(spec.env_id) else ""),
              f"python -m ezv.evaluate {name} --video episode.mp4   # and a video of one episode", "```", "",
              "```python", "import jax, ezv", "",
              f'agent = ezv.load_agent("{name}")              # network + search, for inference',
              "actions = agent.act(obs, jax.random.PRNGKey(0))  # obs: [N, *agent.obs_shape]"
-             + (" (frames stacked on the last axis)" if spec.frame_stack > 1 else ""), "",
+             + (" (frames stacked on the last axis)" if spec.frame_stack > 1 else ""),
+             *(["actions = agent.act(obs, key, pending=queued)     # plan through the actions the delay still "
+                "holds (next first)"] if cfg.delay and cfg.forward else []), "",
              f'result = ezv.Agent.from_file("{name}").evaluate(episodes=32)', "```", ""]
     if spec.backend in ("custom", "gymnasium"):
         lines += [f"`{spec.env_id}` is a user's environment (factory {spec.options.get('factory', '?')}): evaluating "

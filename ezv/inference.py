@@ -75,7 +75,7 @@ def read_agent_file(path: str) -> dict[str, Any]:
 class LoadedAgent:
     """A trained network and its search, for inference: `act(obs, key)` runs the evaluation search
     (no Gumbel noise; continuous actions: K samples from π) and returns actions as the env takes them;
-    `act(obs, key, pending)` plans through an execution delay's pending actions first."""
+    `act(obs, key, pending=...)` plans through an execution delay's pending actions first."""
 
     def __init__(self, cfg: Any, spec: EnvSpec, variables: dict[str, Any], meta: dict[str, Any] | None = None):
         from ezv.model import EZModel
@@ -96,13 +96,15 @@ class LoadedAgent:
         axis (oldest first) for image envs."""
         return self.model.stacked_obs_shape
 
-    def act(self, obs: Any, key: jax.Array, pending: Any = None) -> jax.Array:
+    def act(self, obs: Any, key: jax.Array, *, pending: Any = None, delay: Any = None) -> jax.Array:
         """The evaluation search's actions for `obs` ([N, *obs_shape] or one observation).
 
-        `pending`: under an execution delay, the actions the env already holds, as the env takes them, the next
-        to execute first ([k, *action] for one observation, [N, k, *action] for N): the search starts from the
-        latent the model predicts after them, as the agent plans in a delayed run (README "Execution delays").
-        None or k = 0: from the observation's own latent."""
+        Under an execution delay, `pending` holds the actions that will execute before this decision does, as the
+        env takes them, the next to execute first ([k, *action] for one observation, [N, k, *action] for N), and
+        the search starts from the latent the model predicts after them, as a delayed run plans and evaluates
+        (README "Execution delays"). `delay` ([N] ints <= k, default k): how many of each env's first pending
+        actions apply, so that envs under different delays share one call (the rest of a row is padding). The
+        pending actions are padded to the run's --delay (or k if longer), so a deployment compiles once."""
         obs = jnp.asarray(obs)
         single = obs.shape == self.obs_shape
         if single:
@@ -110,26 +112,44 @@ class LoadedAgent:
         if obs.shape[1:] != self.obs_shape:
             raise ValueError(f"observations of shape {tuple(obs.shape)}; this agent takes {self.obs_shape} per env "
                              f"(or [N, *{self.obs_shape}]).")
-        delay = None if pending is None else self._delay_view(pending, obs.shape[0], single)
-        actions = self._act(self.variables, obs.astype(self.spec.obs_dtype), key, delay)
+        view = None if pending is None else self._delay_view(pending, delay, obs.shape[0], single)
+        actions = self._act(self.variables, obs.astype(self.spec.obs_dtype), key, view)
         return actions[0] if single else actions
 
-    def _delay_view(self, pending: Any, num_envs: int, single: bool) -> DelayObservation | None:
-        space = self.spec.action_space
-        action_shape = () if self.spec.discrete else (space.dim,)
-        pending = np.asarray(pending, np.int32 if self.spec.discrete else np.float32)
+    def _delay_view(self, pending: Any, delay: Any, num_envs: int, single: bool) -> DelayObservation:
+        """The delayed env's view (`ezv.envs.delay`) that these pending actions and delays make."""
+        if not self.cfg.forward:
+            raise ValueError("this agent was trained oblivious to its delay (--no-forward): its model learned the "
+                             "effect of its own decisions, not of the executed actions, so it cannot plan through "
+                             "pending actions; call act(obs, key) as its run evaluated it.")
+        space, discrete = self.spec.action_space, self.spec.discrete
+        action_shape = () if discrete else (space.dim,)
+        pending = np.asarray(pending)
         if single:
-            pending = pending[None]
-        expected = f"[{'' if single else 'N, '}k{''.join(f', {d}' for d in action_shape)}]"
+            pending, delay = pending[None], None if delay is None else np.asarray(delay).reshape(1)
         if pending.ndim != 2 + len(action_shape) or pending.shape[0] != num_envs or pending.shape[2:] != action_shape:
+            expected = f"[{'' if single else 'N, '}k{''.join(f', {d}' for d in action_shape)}]"
             raise ValueError(f"pending actions of shape {tuple(pending.shape[1:] if single else pending.shape)}; "
                              f"expected {expected}, the next to execute first.")
-        if pending.shape[1] == 0:
-            return None
-        if self.spec.discrete and not ((pending >= 0) & (pending < space.n)).all():
-            raise ValueError(f"pending actions must be in 0..{space.n - 1} ({self.env_id}).")
-        steps = pending.shape[1]
-        return DelayObservation(delay=jnp.full((num_envs,), steps, jnp.int32), pending=jnp.asarray(pending),
+        if discrete:
+            if pending.size and not (np.issubdtype(pending.dtype, np.integer)
+                                     and ((pending >= 0) & (pending < space.n)).all()):
+                raise ValueError(f"pending actions must be integers in 0..{space.n - 1} ({self.env_id}).")
+            pending = pending.astype(np.int32)
+        else:
+            if not np.isfinite(pending).all():
+                raise ValueError("pending actions must be finite.")
+            # The env clips what it executes to its bounds; the model learned the clipped actions.
+            pending = np.clip(pending, space.low, space.high).astype(np.float32)
+        k = pending.shape[1]
+        delay = np.full((num_envs,), k) if delay is None else np.asarray(delay)
+        integers = np.issubdtype(delay.dtype, np.integer)
+        if delay.shape != (num_envs,) or not integers or ((delay < 0) | (delay > k)).any():
+            raise ValueError(f"delay must be [N] integers in 0..k = {k} (how many of each env's pending actions "
+                             f"apply); got {delay.tolist()}.")
+        padded = max(self.cfg.delay, k)
+        pending = np.concatenate([pending, np.zeros((num_envs, padded - k, *action_shape), pending.dtype)], axis=1)
+        return DelayObservation(delay=jnp.asarray(delay, jnp.int32), pending=jnp.asarray(pending),
                                 executed=jnp.zeros((num_envs, *action_shape), pending.dtype))
 
 

@@ -20,7 +20,8 @@ from cli_helpers import LONG, TINY_FLAGS
 # tests: 365 s vs 339 s); LLVM at -O0 would save twice that but made them 60% slower. XLA reads the flag when the
 # first computation starts its backend (no import above does); subprocess tests inherit it. RESULTS "The test suite".
 FAST_COMPILE = "--xla_llvm_disable_expensive_passes=true"
-os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):  # xdist's processes inherit the controller's
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
 
 if "EZV_TEST_XLA_CACHE" not in os.environ:  # this session's own cache, removed when it ends
     os.environ["EZV_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="ezv-test-xla-cache-")

@@ -309,10 +309,11 @@ def test_the_delay_settings_are_train_flags(capsys):
 
 
 def test_an_exported_agent_plans_through_the_pending_actions_it_is_given():
-    """`LoadedAgent.act(obs, key, pending)` acts as the delayed run's evaluation does at a delayed env's step:
-    the d pending actions (the next to execute first) given alone equal the env's padded view of M with delay d;
-    no pending actions is the undelayed policy."""
-    from ezv.envs.delay import DelayObservation
+    """`LoadedAgent.act(obs, key, pending=, delay=)` acts as a forward run's evaluation does at a delayed env's
+    step: the env's padded view with per-env delays, or each env's d due actions alone; no pending actions is
+    the undelayed policy; an oblivious agent refuses them; bad actions and delays are named."""
+    import dataclasses
+
     from ezv.inference import LoadedAgent
     from ezv.model import EZModel
 
@@ -324,18 +325,38 @@ def test_an_exported_agent_plans_through_the_pending_actions_it_is_given():
     state, ts = env.reset(jax.random.PRNGKey(2))
     for a in jax.random.randint(jax.random.PRNGKey(3), (5, 6), 0, 2):
         state, ts = env.step(state, a)
-    key = jax.random.PRNGKey(4)
+    key, view = jax.random.PRNGKey(4), ts.delay
+    assert len(set(np.asarray(view.delay).tolist())) > 1  # envs under different delays in one call
     in_run = jax.jit(model.greedy_action)
+    np.testing.assert_array_equal(agent.act(ts.obs, key, pending=view.pending, delay=view.delay),
+                                  in_run(agent.variables, ts.obs, key, view))
     for e in range(6):
-        d = int(ts.delay.delay[e])
-        view = jax.tree.map(lambda x: x[e:e + 1], ts.delay)
-        expected = int(in_run(agent.variables, ts.obs[e:e + 1], key, view)[0])
-        assert int(agent.act(ts.obs[e], key, pending=np.asarray(ts.delay.pending[e, :d]))) == expected
-    undelayed = in_run(agent.variables, ts.obs, key, None)
-    np.testing.assert_array_equal(agent.act(ts.obs, key), undelayed)
+        alone = int(agent.act(ts.obs[e], key, pending=np.asarray(view.pending[e, :int(view.delay[e])])))
+        assert alone == int(in_run(agent.variables, ts.obs[e:e + 1], key, jax.tree.map(lambda x: x[e:e + 1], view))[0])
+    undelayed = agent.act(ts.obs, key)
+    np.testing.assert_array_equal(undelayed, in_run(agent.variables, ts.obs, key, None))
     np.testing.assert_array_equal(agent.act(ts.obs, key, pending=np.zeros((6, 0), int)), undelayed)
-    assert isinstance(ts.delay, DelayObservation)
-    with pytest.raises(ValueError, match=r"expected \[N, k\], the next to execute first"):
-        agent.act(ts.obs, key, pending=np.zeros((5, 2), int))
-    with pytest.raises(ValueError, match="must be in 0..1"):
-        agent.act(ts.obs[0], key, pending=[0, 2])
+
+    oblivious = LoadedAgent(dataclasses.replace(cfg, forward=False), env.spec, agent.variables)
+    with pytest.raises(ValueError, match="oblivious"):
+        oblivious.act(ts.obs, key, pending=view.pending)
+    for pending, delay, words in [(np.zeros((5, 2), int), None, r"expected \[N, k\], the next to execute first"),
+                                  (np.full((6, 2), 2), None, "integers in 0..1"),
+                                  (np.full((6, 2), 1.0), None, "integers in 0..1"),
+                                  (np.zeros((6, 2), int), np.full(6, 3), "delay must be")]:
+        with pytest.raises(ValueError, match=words):
+            agent.act(ts.obs, key, pending=pending, delay=delay)
+
+
+def test_an_exported_continuous_agent_clips_pending_actions_to_the_bounds_as_the_env_executes_them():
+    from ezv.inference import LoadedAgent
+    from ezv.model import EZModel
+
+    env = envs.make("Pendulum-v1", 1, seed=0)  # actions in [-2, 2]
+    cfg = tiny_config("control", delay=2)
+    agent = LoadedAgent(cfg, env.spec, EZModel(cfg, env.spec).init_variables(jax.random.PRNGKey(0)))
+    obs, key = env.reset(jax.random.PRNGKey(1))[1].obs[0], jax.random.PRNGKey(2)
+    beyond, at_bound = agent.act(obs, key, pending=[[9.0], [-0.5]]), agent.act(obs, key, pending=[[2.0], [-0.5]])
+    np.testing.assert_array_equal(beyond, at_bound)
+    with pytest.raises(ValueError, match="finite"):
+        agent.act(obs, key, pending=[[np.nan], [0.0]])
