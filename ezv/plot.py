@@ -91,7 +91,16 @@ def curve_stats(curves: list[list[tuple[int, float]]], seed: int = 0) -> list[tu
     return out
 
 
+# Red, green, purple and orange are the reference line's and the published curves'.
 CURVE_COLORS = ("tab:blue", "tab:brown", "tab:cyan", "tab:olive", "tab:pink", "tab:gray")
+CURVE_LINESTYLES = ("-", "--", "-.")  # dotted is the published curves'
+
+
+def curve_style(index: int) -> tuple[str, str]:
+    """(colour, line style) of a panel's index-th ezv curve: the colours, then again dashed, then dash-dotted
+    (a delay matrix has 8 curves: a plain zip with the colours dropped the 7th and 8th)."""
+    colors = len(CURVE_COLORS)
+    return CURVE_COLORS[index % colors], CURVE_LINESTYLES[(index // colors) % len(CURVE_LINESTYLES)]
 
 
 def env_steps_label(steps: float, _position: Any = None) -> str:
@@ -115,16 +124,17 @@ def plot(envs: dict[str, dict[str, dict[str, Any]]], out: str) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
     for ax, (env_id, presets) in zip(axes.flat, sorted(envs.items())):
         last = 0
-        for (preset, entry), color in zip(sorted(presets.items()), CURVE_COLORS):
+        for index, (preset, entry) in enumerate(sorted(presets.items())):
             if not entry["curves"]:
                 continue
+            color, linestyle = curve_style(index)
             for curve in entry["curves"]:
-                ax.plot(*zip(*curve), color=color, alpha=0.25, linewidth=0.8)
+                ax.plot(*zip(*curve), color=color, linestyle=linestyle, alpha=0.25, linewidth=0.8)
             stats = curve_stats(entry["curves"])
             steps = [s[0] for s in stats]
             last = max(last, max(steps))
             name = f"ezv {preset}" if len(presets) > 1 else "ezv"
-            ax.plot(steps, [s[1] for s in stats], color=color, linewidth=2,
+            ax.plot(steps, [s[1] for s in stats], color=color, linestyle=linestyle, linewidth=2,
                     label=f"{name}, mean of {len(entry['curves'])} seed(s)")
             ax.fill_between(steps, [s[2] for s in stats], [s[3] for s in stats], color=color, alpha=0.2,
                             label="95% bootstrap CI" if len(presets) == 1 else None)

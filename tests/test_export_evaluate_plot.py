@@ -136,6 +136,15 @@ def test_plot_tells_runs_at_different_execution_delays_apart():
     assert variant_name({"preset": "classic", "delay": 5, "forward": False}) == "classic, delay 5, oblivious"
 
 
+def test_every_curve_of_a_panel_gets_its_own_style_beyond_the_six_colours():
+    from ezv.plot import curve_style
+
+    styles = [curve_style(i) for i in range(18)]  # a delay matrix has 8, a mode-by-delay grid more
+    assert len(set(styles)) == 18
+    assert not {color for color, _ in styles} & {"tab:red", "tab:green", "tab:purple", "tab:orange"}
+    assert ":" not in {linestyle for _, linestyle in styles}
+
+
 def test_plot_labels_env_steps_compactly_so_that_neighbouring_ticks_do_not_run_together():
     from ezv.plot import env_steps_label
 
