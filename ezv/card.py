@@ -133,8 +133,8 @@ def _usage(name: str, cfg: Any, spec: Any) -> list[str]:
              f'agent = ezv.load_agent("{name}")              # network + search, for inference',
              "actions = agent.act(obs, jax.random.PRNGKey(0))  # obs: [N, *agent.obs_shape]"
              + (" (frames stacked on the last axis)" if spec.frame_stack > 1 else ""),
-             *(["actions = agent.act(obs, key, pending=queued)     # plan through the actions the delay still "
-                "holds (next first)"] if cfg.delay and cfg.forward else []), "",
+             *(["actions = agent.act(obs, jax.random.PRNGKey(0), pending=due)  # due: the actions that execute "
+                "before this decision, next first"] if cfg.delay and cfg.forward else []), "",
              f'result = ezv.Agent.from_file("{name}").evaluate(episodes=32)', "```", ""]
     if spec.backend in ("custom", "gymnasium"):
         lines += [f"`{spec.env_id}` is a user's environment (factory {spec.options.get('factory', '?')}): evaluating "
