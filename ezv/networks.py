@@ -26,10 +26,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from ezv.config import NetworkConfig
+from ezv.conv import conv_general_dilated
 
 # PyTorch's BatchNorm momentum 0.1 is flax's 0.9 (weight of the old running average).
 BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
-Conv = functools.partial(nn.Conv, use_bias=False)
+# Every conv of the networks: gradients that XLA:CPU runs fast inside the training loop (ezv/conv.py).
+ConvWithBias = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
+Conv = functools.partial(ConvWithBias, use_bias=False)
 
 
 def compute_dtype(cfg: NetworkConfig) -> Any:
@@ -133,7 +136,7 @@ class ConvDynamics(nn.Module):
                 (action.astype(jnp.float32) / self.num_actions)[:, None, None, None], state.shape[:-1] + (1,)
             )
         if self.action_encoding == "embedding" or self.num_actions is None:  # EZ-V2: conv1x1 + LayerNorm; EZ-V1: bare
-            a = nn.Conv(16, (1, 1), dtype=self.dtype)(a)
+            a = ConvWithBias(16, (1, 1), dtype=self.dtype)(a)
             a = nn.relu(nn.LayerNorm(reduction_axes=(-3, -2, -1), feature_axes=(-3, -2, -1), dtype=self.dtype)(a))
         x = jnp.concatenate([state, a.astype(state.dtype)], axis=-1)
         x = Conv(self.channels, (3, 3), padding=1, dtype=self.dtype)(x)

@@ -1,0 +1,82 @@
+"""The networks' convolutions (ezv/conv.py): JAX's gradients, computed by convolutions that XLA:CPU runs
+with its fast kernels inside the training loop."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from ezv.config import load_preset
+from ezv.conv import conv_general_dilated
+from ezv.networks import EZNet
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+KEY = jax.random.PRNGKey(0)
+
+
+def conv_labels(compiled) -> set[str]:
+    """The layouts (`dim_labels`) of every convolution in a compiled program."""
+    return set(re.findall(r"convolution\(.*?dim_labels=([^ ,]+)", compiled.as_text()))
+
+
+@pytest.mark.parametrize("size, kernel, stride, padding, dtype", [
+    (16, 3, 1, ((1, 1), (1, 1)), jnp.float32),   # a residual block's conv
+    (16, 3, 2, ((1, 1), (1, 1)), jnp.float32),   # the strided convs of the representation
+    (15, 3, 2, ((1, 1), (1, 1)), jnp.float32),   # an odd size: the last row of padding is never read
+    (7, 1, 1, "SAME", jnp.float32),              # the 1x1 convs of the heads and the action embedding
+    (9, 3, 2, "SAME", jnp.float32),
+    (10, 3, 2, "VALID", jnp.float32),
+    (8, 3, 1, ((1, 1), (1, 1)), jnp.bfloat16),   # --network.compute-dtype bfloat16
+])
+def test_the_convolution_and_its_gradients_are_lax_convolutions(size, kernel, stride, padding, dtype):
+    kx, kw, kg = jax.random.split(jax.random.fold_in(KEY, size * 10 + stride), 3)
+    x = jax.random.normal(kx, (2, size, size + 1, 3), dtype)
+    w = jax.random.normal(kw, (kernel, kernel, 3, 5), dtype)
+
+    def value_and_grads(conv):
+        def loss(x, w):
+            y = conv(x, w, (stride, stride), padding, dimension_numbers=NHWC)
+            return jnp.sum(y.astype(jnp.float32) * jax.random.normal(kg, y.shape)), y
+        (_, y), grads = jax.value_and_grad(loss, (0, 1), has_aux=True)(x, w)
+        return y, grads
+
+    y_lax, (dx_lax, dw_lax) = value_and_grads(lax.conv_general_dilated)
+    y, (dx, dw) = value_and_grads(conv_general_dilated)
+    np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(y_lax, np.float32))  # the same forward op
+    tol = 2e-2 if dtype == jnp.bfloat16 else 1e-5
+    for ours, theirs in [(dx, dx_lax), (dw, dw_lax)]:
+        assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
+        np.testing.assert_allclose(np.asarray(ours, np.float32), np.asarray(theirs, np.float32),
+                                   rtol=tol, atol=tol * float(jnp.max(jnp.abs(theirs.astype(jnp.float32)))))
+
+
+def test_inside_a_scan_every_gradient_convolution_has_the_layout_of_the_fast_cpu_kernels():
+    # The pixel network's gradient step inside a `lax.scan` body, as the training chunk runs it: XLA:CPU
+    # rewrites other layouts for its fast kernels in the entry computation only, so there a convolution
+    # of another layout would run as a naive loop (85% of the pixel chunk's time before ezv/conv.py).
+    cfg = dataclasses.replace(load_preset("dmc_image_small").network, channels=8, reduced_channels=4,
+                              projection_hidden=16, projection_dim=16, predictor_hidden=16)
+    net = EZNet(cfg, num_actions=None, action_dim=2)
+    # 64x64 frames, a 4x4 latent as in the preset (XLA reshapes the convs of a 2x2 latent on its own).
+    obs, action = jnp.zeros((2, 64, 64, 12), jnp.uint8), jnp.zeros((2, 2))
+    variables = net.init(KEY, obs, action)
+
+    def loss(params):
+        latent, _ = net.apply({**variables, "params": params}, obs, train=True, method=net.represent,
+                              mutable=["batch_stats"])
+        latent = net.apply({**variables, "params": params}, latent, action, method=net.next_state)
+        return jnp.sum(latent ** 2)
+
+    def step(params, _):
+        grads = jax.grad(loss)(params)
+        return jax.tree.map(lambda p, g: p - 1e-3 * g, params, grads), None
+
+    compiled = jax.jit(lambda p: lax.scan(step, p, None, length=2)[0]).lower(variables["params"]).compile()
+    if jax.default_backend() == "cpu":
+        assert conv_labels(compiled) == {"b01f_01io->b01f"}
