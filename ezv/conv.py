@@ -9,6 +9,10 @@ a 4x slower chunk than its separately jitted stages (benchmarks/RESULTS.md, "The
 `conv_nhwc` computes the same gradients as NHWC/HWIO convolutions of explicitly transposed operands,
 which run fast in every computation. Its forward pass is `lax.conv_general_dilated` itself.
 
+Under `jax.vmap` (seeds trained in one program) JAX batches a convolution whose kernel is batched too into a
+grouped convolution, which XLA:CPU also runs slowly (two pixel seeds cost 3.5x two sequential runs);
+here the seeds' convolutions are separate ones instead (`_plain_conv`'s batching rule).
+
 GPU compilers rewrite convolutions in every computation (and cuDNN recognises JAX's own gradient
 convolutions), so `conv_general_dilated` uses this path on the CPU backend only.
 """
@@ -54,7 +58,34 @@ def _is_nhwc(dimension_numbers, ndim: int) -> bool:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def conv_nhwc(x: jax.Array, w: jax.Array, strides: Sequence[int], pads: Pads, precision: Any = None):
     """x [B, H, W, Ci] (*) w [kh, kw, Ci, Co] -> [B, H', W', Co], explicit padding per spatial dim."""
-    return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=NHWC, precision=precision)
+    return _plain_conv(x, w, strides, pads, precision=precision)
+
+
+def _plain_conv(x, w, strides, pads, lhs_dilation=(1, 1), rhs_dilation=(1, 1), precision=None):
+    """An NHWC/HWIO convolution that stays one under `jax.vmap`: a batched input alone joins the batch, a
+    batched kernel gives one convolution per batch entry (never a grouped convolution)."""
+    static = dict(strides=tuple(strides), pads=tuple(pads), lhs_dilation=tuple(lhs_dilation),
+                  rhs_dilation=tuple(rhs_dilation), precision=precision)
+    return _batchable_conv(**static)(x, w)
+
+
+@functools.lru_cache(maxsize=None)
+def _batchable_conv(strides, pads, lhs_dilation, rhs_dilation, precision):
+    @jax.custom_batching.custom_vmap
+    def conv(x, w):
+        return lax.conv_general_dilated(x, w, strides, pads, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+                                        dimension_numbers=NHWC, precision=precision)
+
+    @conv.def_vmap
+    def rule(axis_size, in_batched, x, w):
+        x_batched, w_batched = in_batched
+        if not w_batched:  # [S, B, ...] -> [S * B, ...]: one convolution over every entry's batch
+            y = conv(x.reshape((-1,) + x.shape[2:]), w)
+            return y.reshape((axis_size, -1) + y.shape[1:]), True
+        xs = [x[i] if x_batched else x for i in range(axis_size)]
+        return jnp.stack([conv(xs[i], w[i]) for i in range(axis_size)]), True
+
+    return conv
 
 
 def _forward(x, w, strides, pads, precision):
@@ -79,8 +110,7 @@ def input_gradient(dy, w, x_shape, strides, pads, precision=None):
         for n, k, m, s, (lo, _) in zip(in_size, kernel, out_size, strides, pads)
     )
     w_t = jnp.swapaxes(jnp.flip(w, (0, 1)), 2, 3)
-    dx = lax.conv_general_dilated(dy, w_t, (1, 1), dx_pads, lhs_dilation=strides, dimension_numbers=NHWC,
-                                  precision=precision)
+    dx = _plain_conv(dy, w_t, (1, 1), dx_pads, lhs_dilation=strides, precision=precision)
     return dx.astype(dy.dtype)
 
 
@@ -93,6 +123,6 @@ def kernel_gradient(x, dy, w_shape, strides, pads, precision=None):
         (lo, k - n - lo + (m - 1) * s)
         for n, k, m, s, (lo, _) in zip(in_size, kernel, out_size, strides, pads)
     )
-    dw = lax.conv_general_dilated(jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(dy, (1, 2, 0, 3)), (1, 1),
-                                  dw_pads, rhs_dilation=strides, dimension_numbers=NHWC, precision=precision)
+    dw = _plain_conv(jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(dy, (1, 2, 0, 3)), (1, 1), dw_pads,
+                     rhs_dilation=strides, precision=precision)
     return jnp.transpose(dw, (1, 2, 0, 3)).astype(x.dtype)

@@ -56,10 +56,32 @@ def test_the_convolution_and_its_gradients_are_lax_convolutions(size, kernel, st
                                    rtol=tol, atol=tol * float(jnp.max(jnp.abs(theirs.astype(jnp.float32)))))
 
 
+@pytest.mark.parametrize("batched", ["input", "kernel", "both"])
+def test_under_vmap_each_entry_gets_the_gradients_it_gets_alone(batched):
+    # Seeds trained in one program: a batched kernel must not mix the seeds (the rule runs one convolution
+    # per seed instead of lax's grouped one).
+    kx, kw = jax.random.split(KEY)
+    xs = jax.random.normal(kx, (3, 2, 9, 9, 4))
+    ws = jax.random.normal(kw, (3, 3, 3, 4, 5))
+    x_axis, w_axis = {"input": (0, None), "kernel": (None, 0), "both": (0, 0)}[batched]
+    x_in, w_in = (xs if x_axis == 0 else xs[0]), (ws if w_axis == 0 else ws[0])
+
+    def grads(x, w):
+        return jax.grad(lambda x, w: jnp.sum(jnp.sin(conv_general_dilated(
+            x, w, (2, 2), ((1, 1), (1, 1)), dimension_numbers=NHWC))), (0, 1))(x, w)
+
+    dx, dw = jax.jit(jax.vmap(grads, in_axes=(x_axis, w_axis)))(x_in, w_in)
+    for i in range(3):
+        alone = grads(xs[i] if x_axis == 0 else xs[0], ws[i] if w_axis == 0 else ws[0])
+        np.testing.assert_allclose(dx[i], alone[0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(dw[i], alone[1], rtol=1e-5, atol=1e-5)
+
+
 def test_inside_a_scan_every_gradient_convolution_has_the_layout_of_the_fast_cpu_kernels():
-    # The pixel network's gradient step inside a `lax.scan` body, as the training chunk runs it: XLA:CPU
-    # rewrites other layouts for its fast kernels in the entry computation only, so there a convolution
-    # of another layout would run as a naive loop (85% of the pixel chunk's time before ezv/conv.py).
+    # The pixel network's gradient step inside a `lax.scan` body, for two seeds vmapped, as the training
+    # chunk runs it: XLA:CPU rewrites other layouts for its fast kernels in the entry computation only, so
+    # there a convolution of another layout would run as a naive loop (85% of the pixel chunk's time before
+    # ezv/conv.py), and a grouped one (lax's batching of per-seed kernels) slowly too.
     cfg = dataclasses.replace(load_preset("dmc_image_small").network, channels=8, reduced_channels=4,
                               projection_hidden=16, projection_dim=16, predictor_hidden=16)
     net = EZNet(cfg, num_actions=None, action_dim=2)
@@ -77,6 +99,9 @@ def test_inside_a_scan_every_gradient_convolution_has_the_layout_of_the_fast_cpu
         grads = jax.grad(loss)(params)
         return jax.tree.map(lambda p, g: p - 1e-3 * g, params, grads), None
 
-    compiled = jax.jit(lambda p: lax.scan(step, p, None, length=2)[0]).lower(variables["params"]).compile()
+    seeds = jax.tree.map(lambda p: jnp.stack([p, p + 0.01]), variables["params"])
+    train = jax.vmap(lambda p: lax.scan(step, p, None, length=2)[0])
+    compiled = jax.jit(train).lower(seeds).compile()
     if jax.default_backend() == "cpu":
         assert conv_labels(compiled) == {"b01f_01io->b01f"}
+        assert "feature_group_count" not in compiled.as_text()
