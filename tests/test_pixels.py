@@ -135,7 +135,7 @@ def test_pixel_ids_choose_the_dmc_image_preset_and_both_pixel_presets_validate()
     spec = envs.make("pixels/WalkerWalk-v1", num_envs=1, **SMALL).spec
     validate(cfg, spec)
     small = resolve_config(["--env-id", "pixels/CartpoleBalance-v1", "--preset", "dmc_image_small"])
-    assert small.env_options == {"render_size": 64} and small.network.channels == 32
+    assert small.env_options == {"render_size": 64} and small.network.channels == 16
     validate(small, spec)
     # --env-options adds to the preset's options (and overrides the same key).
     more = resolve_config(["--env-id", "pixels/CartpoleBalance-v1", "--preset", "dmc_image_small",
