@@ -3,7 +3,6 @@ with its fast kernels inside the training loop."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 import jax
@@ -11,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
+from tiny import tiny_pixel_network
 
-from ezv.config import load_preset
 from ezv.conv import conv_general_dilated
 from ezv.networks import EZNet
 
@@ -82,8 +81,7 @@ def test_inside_a_scan_every_gradient_convolution_has_the_layout_of_the_fast_cpu
     # chunk runs it: XLA:CPU rewrites other layouts for its fast kernels in the entry computation only, so
     # there a convolution of another layout would run as a naive loop (85% of the pixel chunk's time before
     # ezv/conv.py), and a grouped one (lax's batching of per-seed kernels) slowly too.
-    cfg = dataclasses.replace(load_preset("dmc_image_small").network, channels=8, reduced_channels=4,
-                              projection_hidden=16, projection_dim=16, predictor_hidden=16)
+    cfg = tiny_pixel_network()
     net = EZNet(cfg, num_actions=None, action_dim=2)
     # 64x64 frames, a 4x4 latent as in the preset (XLA reshapes the convs of a 2x2 latent on its own).
     obs, action = jnp.zeros((2, 64, 64, 12), jnp.uint8), jnp.zeros((2, 2))

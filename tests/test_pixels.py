@@ -4,7 +4,6 @@ model for continuous actions, the presets, and videos of DMC runs. (The env cont
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import imageio.v2 as imageio
@@ -13,9 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from cli_helpers import TINY_FLAGS, read_rows, run_cli
+from tiny import tiny_pixel_network
 
 import ezv.envs as envs
-from ezv.config import ConfigError, load_preset, validate
+from ezv.config import ConfigError, validate
 from ezv.envs import gl
 from ezv.envs.envpool_env import default_camera
 from ezv.networks import EZNet
@@ -104,8 +104,7 @@ def test_a_machine_without_opengl_gets_one_error_naming_what_to_install(monkeypa
 
 
 def test_the_conv_dynamics_takes_continuous_actions_tiled_over_the_latent():
-    cfg = dataclasses.replace(load_preset("dmc_image_small").network, channels=8, reduced_channels=4,
-                              projection_hidden=16, projection_dim=16, predictor_hidden=16)
+    cfg = tiny_pixel_network()
     net = EZNet(cfg, num_actions=None, action_dim=3)
     obs, action = jnp.zeros((2, 32, 32, 12), jnp.uint8), jnp.zeros((2, 3))
     variables = net.init(KEY, obs, action)
