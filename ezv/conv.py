@@ -94,35 +94,34 @@ def _forward(x, w, strides, pads, precision):
 
 def _backward(strides, pads, precision, residuals, dy):
     x, w = residuals
-    return input_gradient(dy, w, x.shape, strides, pads, precision), kernel_gradient(x, dy, w.shape, strides,
-                                                                                     pads, precision)
+    return input_gradient(dy, w, x, strides, pads, precision), kernel_gradient(x, dy, w, strides, pads, precision)
 
 
 conv_nhwc.defvjp(_forward, _backward)
 
 
-def input_gradient(dy, w, x_shape, strides, pads, precision=None):
+def input_gradient(dy, w, x, strides, pads, precision=None):
     """dL/dx: dy dilated by the stride, convolved with the kernel flipped in space and with its in/out
     channels swapped (an HWIO kernel again), padded so that the output is x's size."""
-    in_size, kernel, out_size = x_shape[1:3], w.shape[:2], dy.shape[1:3]
+    in_size, kernel, out_size = x.shape[1:3], w.shape[:2], dy.shape[1:3]
     dx_pads = tuple(
         (k - 1 - lo, n + lo - (m - 1) * s - 1)
         for n, k, m, s, (lo, _) in zip(in_size, kernel, out_size, strides, pads)
     )
     w_t = jnp.swapaxes(jnp.flip(w, (0, 1)), 2, 3)
     dx = _plain_conv(dy, w_t, (1, 1), dx_pads, lhs_dilation=strides, precision=precision)
-    return dx.astype(dy.dtype)
+    return dx.astype(x.dtype)
 
 
-def kernel_gradient(x, dy, w_shape, strides, pads, precision=None):
+def kernel_gradient(x, dy, w, strides, pads, precision=None):
     """dL/dw[p, q, ci, co] = sum over b, i, j of x_padded[b, s*i + p, s*j + q, ci] * dy[b, i, j, co]: a
     convolution of x with channels as its batch and the batch as its features ([Ci, H, W, B]) by dy as
     the kernel ([H', W', B, Co], dilated by the stride), whose [Ci, kh, kw, Co] output is transposed back."""
-    in_size, kernel, out_size = x.shape[1:3], w_shape[:2], dy.shape[1:3]
+    in_size, kernel, out_size = x.shape[1:3], w.shape[:2], dy.shape[1:3]
     dw_pads = tuple(
         (lo, k - n - lo + (m - 1) * s)
         for n, k, m, s, (lo, _) in zip(in_size, kernel, out_size, strides, pads)
     )
     dw = _plain_conv(jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(dy, (1, 2, 0, 3)), (1, 1), dw_pads,
                      rhs_dilation=strides, precision=precision)
-    return jnp.transpose(dw, (1, 2, 0, 3)).astype(x.dtype)
+    return jnp.transpose(dw, (1, 2, 0, 3)).astype(w.dtype)
