@@ -4,8 +4,8 @@ XLA:CPU hands a convolution to its fast kernels (YNNPACK, Eigen) only in the NHW
 pass that rewrites other layouts into that one visits the program's entry computation only. JAX's
 gradient convolutions have other layouts (the kernel gradient contracts over the batch: `f01b_i01o->01bf`;
 the input gradient reads the kernel flipped and transposed: `b01f_01oi->b01f`), so inside the training
-chunk's `lax.scan` bodies they run as naive loops: 85% of `dmc_image_small`'s chunk time on a 2-core CPU,
-a 4x slower chunk than its separately jitted stages (benchmarks/RESULTS.md, "The pixel chunk's gap").
+chunk's `lax.scan` bodies they run as naive loops: 62 of the 95 s of a `dmc_image_small` chunk on a 2-core
+CPU, a 4x slower chunk than its separately jitted stages (benchmarks/RESULTS.md, "The pixel chunk's gap").
 `conv_nhwc` computes the same gradients as NHWC/HWIO convolutions of explicitly transposed operands,
 which run fast in every computation. Its forward pass is `lax.conv_general_dilated` itself.
 
@@ -14,7 +14,9 @@ grouped convolution, which XLA:CPU also runs slowly (two pixel seeds cost 3.5x t
 here the seeds' convolutions are separate ones instead (`_plain_conv`'s batching rule).
 
 GPU compilers rewrite convolutions in every computation (and cuDNN recognises JAX's own gradient
-convolutions), so `conv_general_dilated` uses this path on the CPU backend only.
+convolutions), so `conv_general_dilated` uses this path on the CPU backend only. Its limits there: reverse-mode
+gradients only (no `jax.jvp`/`jacfwd`, no gradient of a gradient), which is all that training takes; and S
+vmapped entries that each have their own input and kernel (seeds) give S convolutions, unrolled.
 """
 
 from __future__ import annotations
@@ -82,8 +84,11 @@ def _batchable_conv(strides, pads, lhs_dilation, rhs_dilation, precision):
         if not w_batched:  # [S, B, ...] -> [S * B, ...]: one convolution over every entry's batch
             y = conv(x.reshape((-1,) + x.shape[2:]), w)
             return y.reshape((axis_size, -1) + y.shape[1:]), True
-        xs = [x[i] if x_batched else x for i in range(axis_size)]
-        return jnp.stack([conv(xs[i], w[i]) for i in range(axis_size)]), True
+        if not x_batched:  # [S, kh, kw, Ci, Co] -> [kh, kw, Ci, S * Co]: one convolution, outputs side by side
+            y = conv(x, jnp.moveaxis(w, 0, -2).reshape(w.shape[1:-1] + (-1,)))
+            return jnp.moveaxis(y.reshape(y.shape[:-1] + (axis_size, -1)), -2, 0), True
+        # Both batched (seeds: their own data and parameters): one convolution per entry, unrolled.
+        return jnp.stack([conv(x[i], w[i]) for i in range(axis_size)]), True
 
     return conv
 
