@@ -66,9 +66,7 @@ def conv_nhwc(x: jax.Array, w: jax.Array, strides: Sequence[int], pads: Pads, pr
 def _plain_conv(x, w, strides, pads, lhs_dilation=(1, 1), rhs_dilation=(1, 1), precision=None):
     """An NHWC/HWIO convolution that stays one under `jax.vmap`: a batched input alone joins the batch, a
     batched kernel gives one convolution per batch entry (never a grouped convolution)."""
-    static = dict(strides=tuple(strides), pads=tuple(pads), lhs_dilation=tuple(lhs_dilation),
-                  rhs_dilation=tuple(rhs_dilation), precision=precision)
-    return _batchable_conv(**static)(x, w)
+    return _batchable_conv(tuple(strides), tuple(pads), tuple(lhs_dilation), tuple(rhs_dilation), precision)(x, w)
 
 
 @functools.lru_cache(maxsize=None)
@@ -94,7 +92,7 @@ def _batchable_conv(strides, pads, lhs_dilation, rhs_dilation, precision):
 
 
 def _forward(x, w, strides, pads, precision):
-    return conv_nhwc(x, w, strides, pads, precision), (x, w)
+    return _plain_conv(x, w, strides, pads, precision=precision), (x, w)
 
 
 def _backward(strides, pads, precision, residuals, dy):
