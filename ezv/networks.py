@@ -42,6 +42,20 @@ def compute_dtype(cfg: NetworkConfig) -> Any:
     return jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else None
 
 
+def action_embedding_bias(fan_in: int) -> Callable:
+    """The bias of the action embedding's linear layer: PyTorch's U(±1/√fan_in), never zero. The embedding is a
+    linear layer and a LayerNorm; with flax's zero bias the LayerNorm divides the action's scale out, so
+    the a/|A| plane of every Atari action but 0 would embed alike, and a one-dimensional continuous action
+    would keep only its sign, until the bias had learned its way off zero. The reference's layers start
+    with PyTorch's bias, which keeps every action apart from the first update."""
+    bound = 1.0 / np.sqrt(fan_in)
+
+    def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
 def scale_gradient(x: jax.Array, scale: float) -> jax.Array:
     """Identity forward; multiplies the gradient by `scale` (MuZero's 0.5 on unrolled latents)."""
     return x * scale + jax.lax.stop_gradient(x) * (1.0 - scale)
@@ -136,7 +150,7 @@ class ConvDynamics(nn.Module):
                 (action.astype(jnp.float32) / self.num_actions)[:, None, None, None], state.shape[:-1] + (1,)
             )
         if self.action_encoding == "embedding" or self.num_actions is None:  # EZ-V2: conv1x1 + LayerNorm; EZ-V1: bare
-            a = ConvWithBias(16, (1, 1), dtype=self.dtype)(a)
+            a = ConvWithBias(16, (1, 1), bias_init=action_embedding_bias(a.shape[-1]), dtype=self.dtype)(a)
             a = nn.relu(nn.LayerNorm(reduction_axes=(-3, -2, -1), feature_axes=(-3, -2, -1), dtype=self.dtype)(a))
         x = jnp.concatenate([state, a.astype(state.dtype)], axis=-1)
         x = Conv(self.channels, (3, 3), padding=1, dtype=self.dtype)(x)
@@ -234,7 +248,8 @@ class MLPDynamics(nn.Module):
                 action = jax.nn.one_hot(action, self.num_actions)
             a = action.astype(jnp.float32)
             if self.action_encoding == "embedding" or self.num_actions is None:
-                a = nn.relu(nn.LayerNorm(dtype=self.dtype)(dense(self.action_embedding)(a)))
+                embed = dense(self.action_embedding, bias_init=action_embedding_bias(a.shape[-1]))
+                a = nn.relu(nn.LayerNorm(dtype=self.dtype)(embed(a)))
         x = nn.LayerNorm(dtype=self.dtype)(jnp.concatenate([state, a.astype(state.dtype)], axis=-1))
         x = state + dense(state.shape[-1])(nn.relu(dense(self.hidden)(x)))
         for _ in range(self.blocks):
@@ -425,7 +440,7 @@ def torch_default_init(params: Any, key: jax.Array) -> Any:
     start at zero (the zero-initialised output heads) stay zero; LayerNorm and BatchNorm scales and
     offsets are 1 and 0 in both libraries. flax's defaults differ: lecun_normal kernels (about √3x the
     scale) and zero biases, which matters where no normalisation follows (the mlp family's residual
-    branches and dynamics).
+    branches and dynamics); the action embedding's bias is PyTorch's under both (`action_embedding_bias`).
     """
     flat = flax.traverse_util.flatten_dict(params)
     out = dict(flat)

@@ -9,6 +9,7 @@ import numpy as np
 
 from ezv.config import load_preset
 from ezv.networks import EZNet, torch_default_init
+from tiny import tiny_pixel_network
 
 
 def test_torch_init_draws_uniform_fan_in_weights_and_biases_and_keeps_zero_heads_zero():
@@ -49,3 +50,35 @@ def test_torch_init_draws_the_value_prefix_lstm_uniform_in_one_over_root_hidden(
     bound = 1 / np.sqrt(16)
     for path, value in lstm.items():
         assert np.abs(value).max() <= bound and np.asarray(value).std() > 0.3 * bound, path
+
+
+def _next_states(net, params, state, actions):
+    return [np.asarray(net.apply(params, state, a, method=EZNet.next_state)) for a in actions]
+
+
+def test_the_action_embedding_tells_every_action_apart_at_initialisation():
+    # EZ-V2 embeds the action by a linear layer (conv1x1 on an action plane, or Dense) and a LayerNorm. With a zero
+    # bias the LayerNorm would divide the action's scale out: a/|A| planes of Atari actions 1..|A|-1 would all embed
+    # alike, a one-dimensional continuous action would keep only its sign. PyTorch's nonzero bias keeps them apart.
+    atari = dataclasses.replace(load_preset("atari").network, channels=8, reduced_channels=4, lstm_hidden=16,
+                                projection_hidden=16, projection_dim=16, predictor_hidden=8)
+    net = EZNet(atari, num_actions=6)
+    params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 96, 96, 12), jnp.uint8), jnp.zeros((1,), jnp.int32))
+    state = net.apply(params, jnp.full((1, 96, 96, 12), 100, jnp.uint8), method=EZNet.represent)
+    after = _next_states(net, params, state, [jnp.array([a]) for a in range(6)])
+    for a in range(6):
+        for b in range(a):
+            assert np.abs(after[a] - after[b]).max() > 1e-3, (a, b)
+
+    pixels = tiny_pixel_network()
+    net = EZNet(pixels, num_actions=None, action_dim=1)
+    params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 12), jnp.uint8), jnp.zeros((1, 1)))
+    state = net.apply(params, jnp.full((1, 64, 64, 12), 100, jnp.uint8), method=EZNet.represent)
+    small, large = _next_states(net, params, state, [jnp.array([[0.2]]), jnp.array([[0.9]])])
+    assert np.abs(small - large).max() > 1e-3
+
+    net = EZNet(load_preset("control").network, num_actions=None, action_dim=1)
+    params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 5)), jnp.zeros((1, 1)))
+    state = net.apply(params, jnp.ones((1, 5)), method=EZNet.represent)
+    small, large = _next_states(net, params, state, [jnp.array([[0.2]]), jnp.array([[0.9]])])
+    assert np.abs(small - large).max() > 1e-3
