@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "solve": "whole-process time to a greedy evaluation threshold (CartPole 195), cold and warm compile cache",
     "multihost": "one run as 1 process x 2 devices vs 2 processes x 1 device (jax.distributed): updates/s, all-reduce",
     "learning": "evaluation return vs env steps and wall-clock over seeds",
+    "pixel_probe": "pixel cartpole: do frames lag the state, and can the conv trunk read the state off them",
     "identity": "refactor check: two short runs must log the same metrics as this machine's baseline",
 }
 MODULES = {"all": "suite"}
