@@ -62,7 +62,12 @@ def test_ctrl_c_stops_a_run_without_a_traceback_and_says_how_to_resume_it(tmp_pa
     # Python raises the interrupt once the main thread is back from XLA (a compile or chunk in progress), then the
     # run closes its writers and pending checkpoint: over 120 s once, with two learning runs and two test
     # processes on the 2 cores (58 s with one learning run).
-    out, err = proc.communicate(timeout=300)
+    try:
+        out, err = proc.communicate(timeout=300)
+    finally:  # an interrupt that did not take must not leave the long run behind
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and f"--resume {run_dir}" in out, (out[-2000:], err[-2000:])
     assert ckpt.available_steps(run_dir), "the checkpoints written before the interrupt are kept"
