@@ -1,4 +1,4 @@
-"""Two checks of a pixel DMC task's frames, for when a pixel agent does not learn (cartpole tasks only):
+"""Checks for when a pixel DMC agent does not learn (cartpole tasks only):
 
     python -m benchmarks pixel_probe [--env-id CartpoleBalance-v1] [--size 64] [--channels 16]
 
@@ -10,6 +10,9 @@
    frames of 6 envs to regress the cart position and the pole's cos/sin (standardised), tested on the
    other 2 envs' frames. Held-out R² after a few hundred updates says whether the trunk can read the
    positions off a frame at all (velocities, which need the frame stack, are not probed).
+3. Reward scale: the cross-entropy of `dmc_image_small`'s two-hot reward targets (agent-step rewards of
+   uniform random actions, action repeat 2) against their marginal distribution, and their own entropy:
+   what a reward model that ignores its input scores, and the floor, to read a logged reward loss against.
 """
 
 from __future__ import annotations
@@ -122,6 +125,29 @@ def trunk_probe(frames: np.ndarray, targets: np.ndarray, channels: int, updates:
     return rows
 
 
+def reward_marginal(env_id: str, num_envs: int = 16, agent_steps: int = 1000, seed: int = 1) -> tuple[float, float]:
+    """(cross-entropy against the marginal, the targets' own entropy), nats per unrolled step."""
+    import envpool
+    import jax.numpy as jnp
+
+    from ezv.config import load_preset
+    from ezv.supports import Support
+
+    network = load_preset("dmc_image_small").network
+    support = Support(network.reward_bins, network.reward_h_max)
+    pool = envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, batch_size=num_envs, num_threads=1,
+                        seed=seed)
+    pool.reset()
+    rng, rewards = np.random.default_rng(seed), []
+    for _ in range(agent_steps):
+        action = rng.uniform(-1, 1, (num_envs, 1))
+        rewards.append(sum(pool.step(action)[1] for _ in range(2)))  # action repeat 2, rewards summed
+    targets = np.asarray(support.encode(jnp.asarray(np.concatenate(rewards))))
+    marginal = targets.mean(0)
+    log = lambda p: np.log(np.maximum(p, 1e-12))  # noqa: E731
+    return float(-(targets * log(marginal)).sum(-1).mean()), float(-(targets * log(targets)).sum(-1).mean())
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks pixel_probe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -142,3 +168,6 @@ def main(argv: list[str]) -> None:
     print("\n| updates | held-out R² cart x | cos | sin | s |\n|---:|---:|---:|---:|---:|")
     for i, r2, seconds in trunk_probe(frames, targets, args.channels, args.updates, args.seed):
         print(f"| {i} | {r2[0]:.3f} | {r2[1]:.3f} | {r2[2]:.3f} | {seconds:.0f} |")
+    marginal, floor = reward_marginal(args.env_id)
+    print(f"\nreward targets (random actions, dmc_image_small's support): against their marginal {marginal:.2f} nats "
+          f"per unrolled step ({5 * marginal:.1f} over 5 steps); their own entropy {floor:.2f} ({5 * floor:.2f})")
