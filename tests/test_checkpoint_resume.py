@@ -54,10 +54,9 @@ def test_kill_minus_9_then_resume_gives_the_metrics_of_an_uninterrupted_run(stra
 
 def test_ctrl_c_stops_a_run_without_a_traceback_and_says_how_to_resume_it(tmp_path):
     run_dir = str(tmp_path / "interrupted")
-    # A budget the run cannot reach before the interrupt: on a loaded machine the first checkpoint became
-    # visible only as a 400-step run ended, and once (2026-12-07, a suite at full load) as a 4000-step one did;
-    # a SIGINT during the teardown finds nothing to interrupt. The interrupt ends the run, not the budget.
-    proc = long_run_with_a_checkpoint(run_dir, "--total-env-steps", "400000")
+    # 10x LONG's env steps: on a loaded machine the first checkpoint can become visible only as a 400-step
+    # run ends, and a SIGINT during its teardown would find nothing to interrupt.
+    proc = long_run_with_a_checkpoint(run_dir, "--total-env-steps", "4000")
     os.kill(proc.pid, signal.SIGINT)
     # Python raises the interrupt once the main thread is back from XLA (a compile or chunk in progress), then the
     # run closes its writers and pending checkpoint: over 120 s once, with two learning runs and two test
