@@ -12,6 +12,12 @@ from ezv.networks import EZNet, torch_default_init
 from tiny import tiny_pixel_network
 
 
+def _tiny_atari_network():
+    """The `atari` preset's conv network, 8 channels wide."""
+    return dataclasses.replace(load_preset("atari").network, channels=8, reduced_channels=4, lstm_hidden=16,
+                               projection_hidden=16, projection_dim=16, predictor_hidden=8)
+
+
 def test_torch_init_draws_uniform_fan_in_weights_and_biases_and_keeps_zero_heads_zero():
     cfg = dataclasses.replace(load_preset("dmc_state").network, latent_dim=32, mlp_hidden=64, mlp_head_hidden=(64,),
                               projection_hidden=64, projection_dim=32, predictor_hidden=64)
@@ -40,9 +46,7 @@ def test_torch_init_draws_uniform_fan_in_weights_and_biases_and_keeps_zero_heads
 
 
 def test_torch_init_draws_the_value_prefix_lstm_uniform_in_one_over_root_hidden():
-    cfg = dataclasses.replace(load_preset("atari").network, channels=8, reduced_channels=4, lstm_hidden=16,
-                              projection_hidden=16, projection_dim=16, predictor_hidden=8)
-    net = EZNet(cfg, num_actions=4)
+    net = EZNet(_tiny_atari_network(), num_actions=4)
     params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 96, 96, 12), jnp.uint8), jnp.zeros((1,), jnp.int32))
     flat = flax.traverse_util.flatten_dict(torch_default_init(params["params"], jax.random.PRNGKey(1)))
     lstm = {p: v for p, v in flat.items() if any("LSTM" in name for name in p)}
@@ -60,9 +64,7 @@ def test_the_action_embedding_tells_every_action_apart_at_initialisation():
     # EZ-V2 embeds the action by a linear layer (conv1x1 on an action plane, or Dense) and a LayerNorm. With a zero
     # bias the LayerNorm would divide the action's scale out: a/|A| planes of Atari actions 1..|A|-1 would all embed
     # alike, a one-dimensional continuous action would keep only its sign. PyTorch's nonzero bias keeps them apart.
-    atari = dataclasses.replace(load_preset("atari").network, channels=8, reduced_channels=4, lstm_hidden=16,
-                                projection_hidden=16, projection_dim=16, predictor_hidden=8)
-    net = EZNet(atari, num_actions=6)
+    net = EZNet(_tiny_atari_network(), num_actions=6)
     params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 96, 96, 12), jnp.uint8), jnp.zeros((1,), jnp.int32))
     state = net.apply(params, jnp.full((1, 96, 96, 12), 100, jnp.uint8), method=EZNet.represent)
     after = _next_states(net, params, state, [jnp.array([a]) for a in range(6)])
