@@ -39,6 +39,10 @@ class NetworkConfig:
     # a/|A| through conv1x1 + LayerNorm; mlp: one-hot through Dense + LayerNorm), "plane" = EZ-V1's bare plane
     # a/|A| (mlp: the scalar a/|A|), "one_hot" = MuZero's |A| one-hot planes (mlp: the one-hot vector).
     action_encoding: Literal["embedding", "plane", "one_hot"] = "embedding"
+    # Min-max normalise every latent to [0, 1] (per sample) after the representation and each dynamics step:
+    # MuZero's and EZ-V1's option (`state_norm`), off in EZ-V2. It keeps the real latent s_0 and the unrolled
+    # s_1..s_K alike, so the BatchNorm statistics they share hold for both (benchmarks/RESULTS.md, pixel DMC).
+    state_norm: bool = False
     # mlp (vector observations, §2.3 blocks).
     latent_dim: int = 128
     mlp_hidden: int = 256

@@ -56,6 +56,14 @@ def action_embedding_bias(fan_in: int) -> Callable:
     return init
 
 
+def min_max_normalized(state: jax.Array) -> jax.Array:
+    """Each sample's latent scaled to [0, 1] by its own min and max (MuZero's hidden-state scaling); the
+    range is floored, as EZ-V1's, so a constant latent does not divide by zero."""
+    axes = tuple(range(1, state.ndim))
+    low, high = state.min(axes, keepdims=True), state.max(axes, keepdims=True)
+    return (state - low) / jnp.maximum(high - low, 1e-5).astype(state.dtype)
+
+
 def scale_gradient(x: jax.Array, scale: float) -> jax.Array:
     """Identity forward; multiplies the gradient by `scale` (MuZero's 0.5 on unrolled latents)."""
     return x * scale + jax.lax.stop_gradient(x) * (1.0 - scale)
@@ -366,7 +374,16 @@ class EZNet(nn.Module):
         self.predictor = ProjectionPredictor(c)
 
     def represent(self, obs, train: bool = False):
-        return self.representation(obs, train)
+        return self.normalized(self.representation(obs, train))
+
+    def transition(self, state, action, train: bool = False):
+        """The dynamics' next latent (normalised as the representation's)."""
+        return self.normalized(self.dynamics_net(state, action, train))
+
+    def normalized(self, state):
+        if not self.cfg.state_norm:
+            return state
+        return min_max_normalized(state)
 
     def predict(self, state, train: bool = False):
         """-> (policy logits or Gaussian parameters, value logits)."""
@@ -374,13 +391,13 @@ class EZNet(nn.Module):
 
     def dynamics(self, state, action, lstm_carry, train: bool = False):
         """-> (next state, next LSTM carry, reward or value-prefix logits)."""
-        next_state = self.dynamics_net(state, action, train)
+        next_state = self.transition(state, action, train)
         lstm_carry, reward_logits = self.reward_head(next_state, lstm_carry, train)
         return next_state, lstm_carry, reward_logits
 
     def next_state(self, state, action):
         """The dynamics' next latent alone (planning through pending actions: no reward needed)."""
-        return self.dynamics_net(state, action, False)
+        return self.transition(state, action, False)
 
     def project(self, state, train: bool = False, predict: bool = False):
         """SimSiam projection of a latent; with `predict`, followed by the predictor."""
@@ -408,7 +425,7 @@ class EZNet(nn.Module):
         for k in range(steps):
             if k % self.cfg.lstm_horizon == 0:
                 carry = initial_lstm_carry(self.cfg, batch)
-            state = scale_gradient(self.dynamics_net(state, actions[:, k], train), 0.5)
+            state = scale_gradient(self.transition(state, actions[:, k], train), 0.5)
             carry, reward = self.reward_head(state, carry, train)
             policy, value = self.predict(state, train)
             policies.append(policy)

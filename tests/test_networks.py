@@ -84,3 +84,22 @@ def test_the_action_embedding_tells_every_action_apart_at_initialisation():
     state = net.apply(params, jnp.ones((1, 5)), method=EZNet.represent)
     small, large = _next_states(net, params, state, [jnp.array([[0.2]]), jnp.array([[0.9]])])
     assert np.abs(small - large).max() > 1e-3
+
+
+def test_state_norm_scales_every_real_and_unrolled_latent_to_the_unit_range_per_sample():
+    # MuZero's and EZ-V1's option: the real latent s_0 and the dynamics' s_1..s_K live on one scale, so the
+    # BatchNorm statistics they share (acting and reanalysis run on running averages) hold for both.
+    cfg = dataclasses.replace(tiny_pixel_network(), state_norm=True)
+    net = EZNet(cfg, num_actions=None, action_dim=1)
+    obs = jax.random.randint(jax.random.PRNGKey(1), (3, 64, 64, 12), 0, 256).astype(jnp.uint8)
+    params = net.init(jax.random.PRNGKey(0), obs[:1], jnp.zeros((1, 1)))
+    state = net.apply(params, obs, method=EZNet.represent)
+    latents = [state] + [net.apply(params, state, jnp.full((3, 1), a), method=EZNet.next_state) for a in (-0.5, 0.7)]
+    for latent in latents:
+        flat = np.asarray(latent).reshape(3, -1)
+        np.testing.assert_allclose(flat.min(1), 0.0, atol=1e-6)
+        np.testing.assert_allclose(flat.max(1), 1.0, atol=1e-5)
+
+    raw = EZNet(tiny_pixel_network(), num_actions=None, action_dim=1)  # EZ-V2: off, the trunk's own scale
+    peaks = np.asarray(raw.apply(params, obs, method=EZNet.represent)).reshape(3, -1).max(1)
+    assert np.abs(peaks - 1.0).min() > 0.1
