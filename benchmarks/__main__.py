@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "multihost": "one run as 1 process x 2 devices vs 2 processes x 1 device (jax.distributed): updates/s, all-reduce",
     "learning": "evaluation return vs env steps and wall-clock over seeds",
     "pixel_probe": "pixel cartpole: do frames lag the state, and can the conv trunk read the state off them",
+    "reward_probe": "the reward model alone, trained supervised on a fixed random-action replay (held-out CE)",
     "identity": "refactor check: two short runs must log the same metrics as this machine's baseline",
 }
 MODULES = {"all": "suite"}
