@@ -540,6 +540,9 @@ def with_pre_field_values(data: dict[str, Any]) -> dict[str, Any]:
         data = {**data, "search": {**search, "q_normalisation": "node"}}  # mctx's rule until 2026-12
     if isinstance(network, dict) and "compute_dtype" not in network:
         data = {**data, "network": {**network, "compute_dtype": "float32"}}
+        network = data["network"]
+    if isinstance(network, dict) and "state_norm" not in network:  # latents unscaled before 2026-12-07
+        data = {**data, "network": {**network, "state_norm": False}}
     if "eval_max_episode_steps" not in data:  # no periodic cap before 2026-12-03, the atari preset's 3000 since
         data = {**data, "eval_max_episode_steps": None}
     return data

@@ -95,6 +95,7 @@ def test_a_run_saved_before_newer_config_fields_existed_resumes(straight_run, tm
 
     def strip(config):
         del config["search"]["q_normalisation"], config["network"]["compute_dtype"], config["eval_max_episode_steps"]
+        del config["network"]["state_norm"]
 
     with open(os.path.join(run_dir, "config.yaml")) as f:
         saved = yaml.safe_load(f)
