@@ -1,7 +1,8 @@
 """The reward model alone, supervised on a fixed replay: does a preset's network learn a task's reward
 through its representation, dynamics and reward head, away from the RL loop?
 
-    python -m benchmarks reward_probe --env-id pixels/CartpoleBalance-v1 [--preset auto] [--updates 3000]
+    python -m benchmarks reward_probe --env-id pixels/CartpoleBalance-v1 --preset dmc_image_small [--updates 3000]
+        [--cache DIR] [--set network__state_norm true] [--set learner__unroll_steps 1]
 
 Envs of the task (ezv's own env, so action repeat, rendering and frame stacking are the agent's) take
 uniformly random actions; the transitions go into an ezv replay, written as the agent writes them. The
