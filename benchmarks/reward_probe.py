@@ -5,7 +5,8 @@ through its representation, dynamics and reward head, away from the RL loop?
         [--cache DIR] [--set network__state_norm true] [--set learner__unroll_steps 1]
 
 Envs of the task (ezv's own env, so action repeat, rendering and frame stacking are the agent's) take
-uniformly random actions; the transitions go into an ezv replay, written as the agent writes them. The
+uniformly random actions; the transitions go into an ezv replay, written as the agent writes them (no
+execution delay: the model of a delayed run learns the undelayed MDP too). The
 network of the preset (`EZNet.unroll`, BatchNorm in train mode, Adam) is trained on windows of K = unroll
 steps from the training envs with the reward cross-entropy alone (optionally + the consistency loss, with
 augmentation as the learner has it) and tested on windows of other envs (a different seed): held-out
@@ -47,7 +48,7 @@ def collect(env_id: str, cfg, num_envs: int, steps: int, seed: int, cache: str |
     replay = replay_lib.init(steps, num_envs, env.spec.obs_shape, env.spec.obs_dtype, model.action_shape,
                              model.action_dtype)
 
-    @jax.jit
+    @functools.partial(jax.jit, donate_argnums=2)  # the replay is updated in place, not copied every step
     def step(env_state, ts, replay, key, iteration):
         action = env.random_actions(key)
         env_state, next_ts = env.step(env_state, action)
@@ -109,7 +110,7 @@ def probe(cfg, model, train_replay, test_replay, updates: int, consistency: bool
             {"params": params, "batch_stats": stats}, obs0, w.action[:, :K], next_obs, train=train,
             method=EZNet.unroll, mutable=["batch_stats"])
         mask = targets_lib.unroll_mask(w, K)[:, 1:].astype(jnp.float32)
-        ce = support.cross_entropy(reward, targets_lib.reward_targets(w, K, False, 1)) * mask
+        ce = support.cross_entropy(reward, reward_targets(cfg, w)) * mask
         cos = negative_cosine(projection, target) * mask
         return ce, cos, mask, upd["batch_stats"]
 
@@ -125,8 +126,8 @@ def probe(cfg, model, train_replay, test_replay, updates: int, consistency: bool
         return optax.apply_updates(params, upd), stats, opt_state
 
     @jax.jit
-    def refresh(params, stats, w):
-        return losses(params, stats, w, None, True)[3]
+    def refresh(params, stats, w, key):  # augmented as the training batches that made the averages
+        return losses(params, stats, w, key, True)[3]
 
     @functools.partial(jax.jit, static_argnums=3)
     def evaluate(params, stats, w, batch_statistics=False):
@@ -150,7 +151,7 @@ def probe(cfg, model, train_replay, test_replay, updates: int, consistency: bool
             batch_ce = np.asarray(evaluate(params, stats, test, True))
             settled = stats
             for j in range(50):  # running averages re-estimated with the weights frozen: lag vs structure
-                settled = refresh(params, settled, sample(seed + 10_000_000 + j))
+                settled = refresh(params, settled, sample(seed + 10_000_000 + j), jax.random.PRNGKey(j))
             settled_ce = np.asarray(evaluate(params, settled, test))
             print(f"  {i} updates: reward CE per step held out {np.round(ce, 3)}, on training envs "
                   f"{np.round(train_ce, 3)}, held out with batch statistics {np.round(batch_ce, 3)}, with running "
@@ -159,12 +160,22 @@ def probe(cfg, model, train_replay, test_replay, updates: int, consistency: bool
     return rows
 
 
-def marginal_and_floor(cfg, model, replay) -> tuple[float, float]:
-    """Nats per step: the targets against the training rewards' marginal, and the targets' own entropy."""
-    from ezv import replay as replay_lib
+def reward_targets(cfg, w):
+    """[B, K] what the reward head is trained on: per-step rewards, or value prefixes (as the learner)."""
+    from ezv import targets as targets_lib
 
-    ok = np.asarray(replay_lib.sampleable(replay)).reshape(-1)
-    targets = np.asarray(model.reward_support.encode(replay.reward.reshape(-1)))[ok]
+    network = cfg.network
+    return targets_lib.reward_targets(w, cfg.learner.unroll_steps, network.value_prefix, network.lstm_horizon)
+
+
+def marginal_and_floor(cfg, model, replay, seed: int) -> tuple[float, float]:
+    """Nats per step: the targets of 4,096 training windows against their marginal, and their own entropy."""
+    from ezv import targets as targets_lib
+
+    K = cfg.learner.unroll_steps
+    w = windows(replay, 4096, K + 1, model.frame_stack, seed)
+    ok = np.asarray(targets_lib.unroll_mask(w, K)[:, 1:]).reshape(-1)
+    targets = np.asarray(model.reward_support.encode(reward_targets(cfg, w).reshape(-1)))[ok]
     log = lambda p: np.log(np.maximum(p, 1e-12))  # noqa: E731
     return float(-(targets * log(targets.mean(0))).sum(-1).mean()), float(-(targets * log(targets)).sum(-1).mean())
 
@@ -194,7 +205,7 @@ def main(argv: list[str]) -> None:
     model, train_replay = collect(args.env_id, cfg, args.num_envs, args.steps, args.seed, args.cache)
     _, test_replay = collect(args.env_id, cfg, max(1, args.num_envs // 4), args.steps, args.seed + 1000,
                              args.cache)
-    marginal, floor = marginal_and_floor(cfg, model, train_replay)
+    marginal, floor = marginal_and_floor(cfg, model, train_replay, args.seed + 5)
     print(f"{args.env_id} ({cfg.preset}; {args.num_envs}+{max(1, args.num_envs // 4)} envs x {args.steps} steps "
           f"collected in {time.time() - start:.0f} s): reward targets against their marginal {marginal:.3f} nats "
           f"per step, their own entropy {floor:.3f}", flush=True)
