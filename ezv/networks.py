@@ -58,10 +58,11 @@ def action_embedding_bias(fan_in: int) -> Callable:
 
 def min_max_normalized(state: jax.Array) -> jax.Array:
     """Each sample's latent scaled to [0, 1] by its own min and max (MuZero's hidden-state scaling); the
-    range is floored, as EZ-V1's, so a constant latent does not divide by zero."""
+    range is floored at 1e-5 so a constant latent does not divide by zero (EZ-V1 adds 1e-5 to a range
+    below that instead: the same to within 1e-5)."""
     axes = tuple(range(1, state.ndim))
     low, high = state.min(axes, keepdims=True), state.max(axes, keepdims=True)
-    return (state - low) / jnp.maximum(high - low, 1e-5).astype(state.dtype)
+    return (state - low) / jnp.maximum(high - low, 1e-5)
 
 
 def scale_gradient(x: jax.Array, scale: float) -> jax.Array:

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ezv.config import load_preset
-from ezv.networks import EZNet, torch_default_init
+from ezv.networks import EZNet, initial_lstm_carry, torch_default_init
 from tiny import tiny_pixel_network
 
 
@@ -86,7 +86,7 @@ def test_the_action_embedding_tells_every_action_apart_at_initialisation():
     assert np.abs(small - large).max() > 1e-3
 
 
-def test_state_norm_scales_every_real_and_unrolled_latent_to_the_unit_range_per_sample():
+def test_state_norm_scales_every_real_and_predicted_latent_to_the_unit_range_per_sample():
     # MuZero's and EZ-V1's option: the real latent s_0 and the dynamics' s_1..s_K live on one scale, so the
     # BatchNorm statistics they share (acting and reanalysis run on running averages) hold for both.
     cfg = dataclasses.replace(tiny_pixel_network(), state_norm=True)
@@ -95,6 +95,8 @@ def test_state_norm_scales_every_real_and_unrolled_latent_to_the_unit_range_per_
     params = net.init(jax.random.PRNGKey(0), obs[:1], jnp.zeros((1, 1)))
     state = net.apply(params, obs, method=EZNet.represent)
     latents = [state] + [net.apply(params, state, jnp.full((3, 1), a), method=EZNet.next_state) for a in (-0.5, 0.7)]
+    carry = initial_lstm_carry(cfg, 3)
+    latents.append(net.apply(params, latents[-1], jnp.full((3, 1), 0.2), carry, method=EZNet.dynamics)[0])
     for latent in latents:
         flat = np.asarray(latent).reshape(3, -1)
         np.testing.assert_allclose(flat.min(1), 0.0, atol=1e-6)
