@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import time
+import warnings
 
 import jax
 import numpy as np
@@ -56,7 +57,20 @@ def test_ctrl_c_stops_a_run_without_a_traceback_and_says_how_to_resume_it(tmp_pa
     run_dir = str(tmp_path / "interrupted")
     # 10x LONG's env steps: on a loaded machine the first checkpoint can become visible only as a 400-step
     # run ends, and a SIGINT during its teardown would find nothing to interrupt.
-    proc = long_run_with_a_checkpoint(run_dir, "--total-env-steps", "4000")
+    # A user's Ctrl-C reaches a foreground run whose SIGINT is neither ignored nor blocked. The run inherits both
+    # from this test process, where something an earlier test of the same worker loaded may have changed them
+    # (twice in full local runs the run went on after the interrupt and exited 0), so it gets a shell's state.
+    handler = signal.getsignal(signal.SIGINT)
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = long_run_with_a_checkpoint(run_dir, "--total-env-steps", "4000")
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if handler is not None:  # None: a handler installed outside Python, which Python cannot put back
+            signal.signal(signal.SIGINT, handler)
+    if handler is not signal.default_int_handler or signal.SIGINT in mask:
+        warnings.warn(f"this test process had SIGINT handled by {handler!r}, blocked: {signal.SIGINT in mask}")
     os.kill(proc.pid, signal.SIGINT)
     # Python raises the interrupt once the main thread is back from XLA (a compile or chunk in progress), then the
     # run closes its writers and pending checkpoint: over 120 s once, with two learning runs and two test
@@ -67,7 +81,7 @@ def test_ctrl_c_stops_a_run_without_a_traceback_and_says_how_to_resume_it(tmp_pa
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, err[-2000:]
+    assert proc.returncode == 130, (out[-1000:], err[-2000:])
     assert "Traceback" not in err and f"--resume {run_dir}" in out, (out[-2000:], err[-2000:])
     assert ckpt.available_steps(run_dir), "the checkpoints written before the interrupt are kept"
 
