@@ -87,25 +87,22 @@ def probe(cfg, model, train_replay, test_replay, updates: int, consistency: bool
     import jax.numpy as jnp
     import optax
 
-    from ezv import augment as augment_lib
     from ezv import targets as targets_lib
+    from ezv.learner import Learner
     from ezv.losses import negative_cosine
     from ezv.networks import EZNet
 
     K, B = cfg.learner.unroll_steps, cfg.learner.batch_size
     support, net = model.reward_support, model.net
-    augment = cfg.learner.augment and model.spec.is_image
+    learner = Learner(cfg, model)  # its augmentation of the input and target stacks, as training has it
     variables = model.init_variables(jax.random.PRNGKey(seed))
     params, stats = variables["params"], variables["batch_stats"]
     opt = optax.chain(optax.clip_by_global_norm(cfg.learner.max_grad_norm), optax.adam(1e-3))
     opt_state = opt.init(params)
 
     def losses(params, stats, w, key, train):
-        obs0, next_obs = w.obs[:, 0], w.obs[:, 1:K + 1]
-        if augment and key is not None:  # training steps only
-            k0, k1 = jax.random.split(key)
-            obs0 = augment_lib.augment(k0, obs0)
-            next_obs = jax.vmap(augment_lib.augment, in_axes=(None, 1), out_axes=1)(k1, next_obs)
+        # Augmented on training steps only (a key), as the learner augments; evaluation sees the frames as they are.
+        obs0, next_obs = learner.augmented_inputs(w, key) if key is not None else (w.obs[:, 0], w.obs[:, 1:K + 1])
         (_, _, reward, projection, target), upd = net.apply(
             {"params": params, "batch_stats": stats}, obs0, w.action[:, :K], next_obs, train=train,
             method=EZNet.unroll, mutable=["batch_stats"])
