@@ -532,17 +532,21 @@ def config_from_plain(data: dict[str, Any]) -> Config:
     return from_plain(with_pre_field_values(data), preset)
 
 
+# Network fields added after runs were saved, with the behaviour ezv had before each existed.
+NETWORK_PRE_FIELD_VALUES = {
+    "compute_dtype": "float32",
+    "state_norm": False,  # latents unscaled before 2026-12-07
+}
+
+
 def with_pre_field_values(data: dict[str, Any]) -> dict[str, Any]:
     """A saved config (complete when written) with the values ezv used before a field existed, for
     the fields it was saved without."""
     search, network = data.get("search"), data.get("network")
     if isinstance(search, dict) and "q_normalisation" not in search:
         data = {**data, "search": {**search, "q_normalisation": "node"}}  # mctx's rule until 2026-12
-    if isinstance(network, dict) and "compute_dtype" not in network:
-        data = {**data, "network": {**network, "compute_dtype": "float32"}}
-        network = data["network"]
-    if isinstance(network, dict) and "state_norm" not in network:  # latents unscaled before 2026-12-07
-        data = {**data, "network": {**network, "state_norm": False}}
+    if isinstance(network, dict):
+        data = {**data, "network": {**NETWORK_PRE_FIELD_VALUES, **network}}
     if "eval_max_episode_steps" not in data:  # no periodic cap before 2026-12-03, the atari preset's 3000 since
         data = {**data, "eval_max_episode_steps": None}
     return data
