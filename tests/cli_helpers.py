@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -48,5 +50,23 @@ def train_process(args: list[str], extra_env: dict[str, str] | None = None) -> s
         env["JAX_COMPILATION_CACHE_DIR"] = env["EZV_TEST_XLA_CACHE"]
         env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
     env.update(extra_env or {})
-    return subprocess.Popen([sys.executable, "-m", "ezv.train", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    with foreground_sigint():
+        return subprocess.Popen([sys.executable, "-m", "ezv.train", *args], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+
+@contextlib.contextmanager
+def foreground_sigint():
+    """Child processes started inside get a foreground process's SIGINT: Python's handler, unblocked. They
+    inherit both from this process, and a pytest started in the background by a shell without job control
+    (`cmd &` in a script) ignores SIGINT, as POSIX shells make asynchronous commands do; a run launched from it
+    would then go on after a user's Ctrl-C."""
+    handler = signal.getsignal(signal.SIGINT)
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if handler is not None:  # None: a handler installed outside Python, which Python cannot put back
+            signal.signal(signal.SIGINT, handler)

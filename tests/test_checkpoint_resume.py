@@ -56,19 +56,8 @@ def test_ctrl_c_stops_a_run_without_a_traceback_and_says_how_to_resume_it(tmp_pa
     run_dir = str(tmp_path / "interrupted")
     # 10x LONG's env steps: on a loaded machine the first checkpoint can become visible only as a 400-step
     # run ends, and a SIGINT during its teardown would find nothing to interrupt.
-    # A user's Ctrl-C reaches a foreground run, whose SIGINT is neither ignored nor blocked. The run inherits both
-    # from this test process, and a pytest started in the background by a shell without job control (`cmd &` in a
-    # script) ignores SIGINT, as POSIX shells make asynchronous commands do: the run then went on after the
-    # interrupt and exited 0. So it gets a foreground process's state, however pytest was started.
-    handler = signal.getsignal(signal.SIGINT)
-    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        proc = long_run_with_a_checkpoint(run_dir, "--total-env-steps", "4000")
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        if handler is not None:  # None: a handler installed outside Python, which Python cannot put back
-            signal.signal(signal.SIGINT, handler)
+    # A foreground run, as a user's Ctrl-C finds it, however pytest was started (`cli_helpers.foreground_sigint`).
+    proc = long_run_with_a_checkpoint(run_dir, "--total-env-steps", "4000")
     os.kill(proc.pid, signal.SIGINT)
     # Python raises the interrupt once the main thread is back from XLA (a compile or chunk in progress), then the
     # run closes its writers and pending checkpoint: over 120 s once, with two learning runs and two test
